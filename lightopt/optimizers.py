@@ -1,0 +1,254 @@
+"""Build any ``torch.optim.Optimizer`` from an ``optimizer`` config section.
+
+:func:`param_groups` turns a model into param groups (weight decay only where it belongs, per-pattern
+learning-rate multipliers, the Muon/AdamW split); :func:`create_optimizer` validates the config, builds
+the groups and instantiates the class named by ``_target_``. Which parameters are decayed is decided in
+:mod:`lightopt.regularization`; the combined Muon optimizer lives in :mod:`lightopt.muon`; learning-rate
+schedules live elsewhere.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import inspect
+import math
+import numbers
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+
+from lightopt.errors import ConfigError
+from lightopt.regularization import NORM_TYPES, is_no_decay, named_trainable_parameters, validate_regularization
+
+__all__ = ["auto_fused", "create_optimizer", "muon_eligible", "optimizer_class", "param_groups"]
+
+# Keys Hydra's instantiate interprets itself; they are not constructor arguments.
+_HYDRA_KEYS = frozenset({"_target_", "_convert_", "_recursive_", "_partial_", "_args_"})
+_TARGET_ALLOWED = "an importable torch.optim.Optimizer subclass, e.g. torch.optim.AdamW"
+
+
+def muon_eligible(module: nn.Module) -> dict[int, bool]:
+    """``{id(param): use_muon}`` for every trainable parameter of ``module``.
+
+    Muon orthogonalizes 2-D updates, which suits the weight matrices of hidden layers only. The output
+    head (the last ``nn.Linear`` in ``module.modules()`` order), embeddings, norm parameters, biases and
+    conv kernels (``ndim != 2``) are left to AdamW.
+    """
+    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+    head_params = {id(p) for p in linears[-1].parameters()} if linears else set()
+    return {
+        id(p): p.ndim == 2 and id(p) not in head_params and not isinstance(owner, (nn.Embedding, *NORM_TYPES))
+        for _, owner, p in named_trainable_parameters(module)
+    }
+
+
+def _real(key: str, value: Any, allowed: str, minimum: float, strict: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+        problem = "not a number"
+        if isinstance(value, str):
+            problem += " (YAML 1.1 reads 1e-3 as a string: write 1.0e-3)"
+        raise ConfigError(key, value, allowed, problem)
+    if value < minimum or (strict and value == minimum):
+        raise ConfigError(key, value, allowed, "out of range")
+    return float(value)
+
+
+def param_groups(
+    module: nn.Module,
+    *,
+    lr: float,
+    weight_decay: float = 0.0,
+    exclude_bias_and_norm: bool = True,
+    lr_multipliers: Mapping[str, float] | None = None,
+    split_muon: bool = False,
+) -> list[dict[str, Any]]:
+    """Param groups for ``module``'s trainable parameters, each parameter in exactly one group.
+
+    Every group has ``params``, ``name``, ``lr`` and ``weight_decay`` (``0.0`` in no-decay groups, set
+    explicitly so an optimizer's own non-zero default never applies). Groups, in this order and without
+    empty ones: ``default``, ``no_decay``, then per ``lr_multipliers`` pattern ``<pattern>`` and
+    ``<pattern>/no_decay``. ``lr_multipliers`` maps ``fnmatch`` globs on full parameter names (e.g.
+    ``"head.*"``) to factors on ``lr``; the first matching pattern wins. With ``split_muon`` every group
+    also gets ``use_muon`` (see :func:`muon_eligible`) and is split in two, names suffixed ``/muon`` and
+    ``/adamw``.
+
+    Raises:
+        ConfigError: a multiplier that is not a number >= 0, or a pattern matching no parameter.
+    """
+    named = named_trainable_parameters(module)
+    patterns = list((lr_multipliers or {}).items())
+    for pattern, mult in patterns:
+        _real(f"lr_multipliers.{pattern}", mult, "a number >= 0", 0.0, strict=False)
+    muon = muon_eligible(module) if split_muon else {}
+
+    buckets: dict[tuple[int, bool, bool | None], list[nn.Parameter]] = {}
+    matched: set[int] = set()
+    for name, owner, p in named:
+        which = next((i for i, (pat, _) in enumerate(patterns) if fnmatch.fnmatchcase(name, pat)), -1)
+        if which >= 0:
+            matched.add(which)
+        decays = not (exclude_bias_and_norm and is_no_decay(owner, p))
+        buckets.setdefault((which, decays, muon.get(id(p)) if split_muon else None), []).append(p)
+
+    for i, (pattern, _) in enumerate(patterns):
+        if i not in matched:
+            names = [n for n, _, _ in named]
+            shown = ", ".join(names[:8]) + (f", ... ({len(names)} in all)" if len(names) > 8 else "")
+            raise ConfigError(
+                "lr_multipliers", pattern, f"a glob matching parameter names such as: {shown}", "matches no parameter"
+            )
+
+    groups: list[dict[str, Any]] = []
+    for which in range(-1, len(patterns)):
+        base = "default" if which < 0 else patterns[which][0]
+        group_lr = lr if which < 0 else lr * float(patterns[which][1])
+        for decays in (True, False):
+            for use_muon in ((True, False) if split_muon else (None,)):
+                params = buckets.get((which, decays, use_muon))
+                if not params:
+                    continue
+                name = base if decays else ("no_decay" if which < 0 else f"{base}/no_decay")
+                group: dict[str, Any] = {
+                    "params": params,
+                    "name": name,
+                    "lr": group_lr,
+                    "weight_decay": float(weight_decay) if decays else 0.0,
+                }
+                if use_muon is not None:
+                    group["name"] = f"{name}/{'muon' if use_muon else 'adamw'}"
+                    group["use_muon"] = use_muon
+                groups.append(group)
+    return groups
+
+
+def optimizer_class(target: Any) -> type[torch.optim.Optimizer]:
+    """The optimizer class named by the dotted path ``target``.
+
+    Raises:
+        ConfigError: ``target`` does not import, or is not a ``torch.optim.Optimizer`` subclass.
+    """
+    if not isinstance(target, str) or not target:
+        raise ConfigError("optimizer._target_", target, _TARGET_ALLOWED, "missing" if target is None else None)
+    from hydra.utils import get_class
+
+    try:
+        cls = get_class(target)
+    except Exception as e:  # ImportError, AttributeError, ValueError from hydra's locator
+        raise ConfigError("optimizer._target_", target, _TARGET_ALLOWED, f"cannot import it ({e})") from e
+    if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
+        raise ConfigError("optimizer._target_", target, _TARGET_ALLOWED, "not an Optimizer subclass")
+    return cls
+
+
+def auto_fused(params: Iterable[Tensor]) -> bool | None:
+    """``True`` when every parameter is a floating-point CUDA tensor, else ``None`` (the class's default).
+
+    Fused kernels are the fastest optimizer path on CUDA; elsewhere torch picks its own default.
+    """
+    params = list(params)
+    if not params:
+        return None
+    on_cuda = all(p.device.type == "cuda" and torch.is_floating_point(p) for p in params)
+    return True if on_cuda else None
+
+
+def _constructor_kwargs(cls: type) -> tuple[list[str], bool]:
+    """Keyword names ``cls(params, ...)`` accepts, and whether it takes ``**kwargs``."""
+    sig = inspect.signature(cls.__init__)
+    names: list[str] = []
+    var_kw = False
+    for i, (name, p) in enumerate(sig.parameters.items()):
+        if i == 0 or name == "params":  # self, then the params every optimizer takes
+            continue
+        if p.kind is inspect.Parameter.VAR_KEYWORD:
+            var_kw = True
+        elif p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY):
+            names.append(name)
+    return names, var_kw
+
+
+def _default_lr(cls: type) -> Any:
+    p = inspect.signature(cls.__init__).parameters.get("lr")
+    return None if p is None or p.default is inspect.Parameter.empty else p.default
+
+
+def create_optimizer(
+    module: nn.Module,
+    cfg: Mapping,
+    *,
+    regularization: Mapping | None = None,
+    lr_multipliers: Mapping[str, float] | None = None,
+) -> torch.optim.Optimizer:
+    """Build the optimizer described by the ``optimizer`` config ``cfg`` for ``module``'s parameters.
+
+    ``cfg`` holds ``_target_`` (a dotted path to any ``torch.optim.Optimizer`` subclass) and that class's
+    constructor keyword arguments. Weight decay comes from ``regularization.weight_decay`` (applied per
+    group, ``0.0`` for biases and norm parameters unless ``regularization.exclude_bias_and_norm`` is
+    false); ``lr_multipliers`` scales the learning rate of matching parameters (see :func:`param_groups`).
+    Classes with ``splits_hidden_matrices = True`` (e.g. :class:`lightopt.muon.MuonAdamW`) get groups
+    marked ``use_muon``. When the class takes ``fused`` and ``cfg.fused`` is null or absent, fused kernels
+    are chosen when all parameters are on CUDA (:func:`auto_fused`); an explicit value wins.
+
+    Raises:
+        ConfigError: for an unimportable or non-optimizer ``_target_``, an ``lr`` that is not a number
+            > 0, an argument the class does not accept, ``weight_decay`` set here instead of in the
+            regularization group, or values the class itself rejects.
+    """
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    if not isinstance(cfg, Mapping):
+        raise ConfigError("optimizer", cfg, "a mapping with _target_ and the optimizer's arguments")
+    cfg = dict(cfg)
+    cls = optimizer_class(cfg.get("_target_"))
+
+    accepted, var_kw = _constructor_kwargs(cls)
+    for key in cfg:
+        if key in _HYDRA_KEYS:
+            continue
+        if key == "params":
+            raise ConfigError("optimizer.params", "...", "no value: parameters come from the model", "not configurable")
+        if key == "weight_decay":
+            raise ConfigError(
+                "optimizer.weight_decay",
+                cfg[key],
+                "regularization.weight_decay (e.g. regularization=l2) instead",
+                "weight decay is set per param group from the regularization group",
+            )
+        if key not in accepted and not var_kw:
+            raise ConfigError(
+                f"optimizer.{key}", cfg[key], f"arguments of {cls.__name__}: {', '.join(accepted)}", "unknown argument"
+            )
+
+    lr = cfg.get("lr", _default_lr(cls))
+    if "lr" not in cfg and lr is None:
+        raise ConfigError("optimizer.lr", None, "a number > 0", "missing")
+    lr = _real("optimizer.lr", lr, "a number > 0", 0.0, strict=True)
+    cfg["lr"] = lr
+
+    reg = validate_regularization(regularization)
+    groups = param_groups(
+        module,
+        lr=lr,
+        weight_decay=reg["weight_decay"],
+        exclude_bias_and_norm=reg["exclude_bias_and_norm"],
+        lr_multipliers=lr_multipliers,
+        split_muon=bool(getattr(cls, "splits_hidden_matrices", False)),
+    )
+    if not groups:
+        raise ConfigError("optimizer", cfg.get("_target_"), "a model with trainable parameters", "nothing to optimize")
+
+    if "fused" in accepted and cfg.get("fused") is None:
+        # fused cannot be combined with foreach=True or differentiable=True: leave those to the class
+        if not cfg.get("foreach") and not cfg.get("differentiable"):
+            fused = auto_fused(p for g in groups for p in g["params"])
+            if fused is not None:
+                cfg["fused"] = fused
+
+    try:
+        return instantiate(cfg, params=groups, _convert_="all")
+    except (ValueError, TypeError, RuntimeError) as e:
+        raise ConfigError("optimizer", cfg.get("_target_"), f"values {cls.__name__} accepts", str(e)) from e

@@ -1,0 +1,121 @@
+"""Use lightopt from any LightningModule: config in, ``configure_optimizers`` return value out.
+
+    def configure_optimizers(self):
+        return lightopt.configure_optimizers(self, self.cfg)
+
+:func:`configure_optimizers` builds the optimizer (param groups, weight-decay exclusion, lr multipliers)
+from ``cfg.optimizer`` / ``cfg.regularization`` and the LR schedule from ``cfg.schedule``, stepping per
+optimizer step over ``trainer.estimated_stepping_batches``. :class:`LightoptMixin` does the same for
+modules that keep their config in ``self.lightopt_cfg`` and adds the explicit L1/L2 penalty.
+How optimizers and schedules are built lives in :mod:`lightopt.optimizers` and :mod:`lightopt.schedules`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import lightning as L
+from torch import Tensor
+
+from lightopt.errors import ConfigError
+from lightopt.optimizers import create_optimizer
+from lightopt.regularization import Penalty, build_penalty
+from lightopt.schedules import PlateauLR, create_scheduler
+
+
+def _section(cfg: Any, key: str) -> Any:
+    if cfg is None:
+        return None
+    if isinstance(cfg, Mapping) or hasattr(cfg, "get"):
+        return cfg.get(key)
+    return getattr(cfg, key, None)
+
+
+def training_horizon(module: L.LightningModule) -> int | float:
+    """Optimizer steps of the whole run, from ``trainer.estimated_stepping_batches``.
+
+    That count already accounts for gradient accumulation, devices, ``max_epochs``/``max_steps`` and
+    ``limit_train_batches``. It is ``inf`` for an unbounded run: schedules that need a horizon then raise.
+    """
+    return module.trainer.estimated_stepping_batches
+
+
+def configure_optimizers(
+    module: L.LightningModule,
+    cfg: Any = None,
+    *,
+    optimizer: Mapping | None = None,
+    schedule: Mapping | None = None,
+    regularization: Mapping | None = None,
+    lr_multipliers: Mapping[str, float] | None = None,
+    total_steps: int | None = None,
+) -> dict[str, Any]:
+    """Build what ``LightningModule.configure_optimizers`` returns.
+
+    Args:
+        module: the LightningModule whose parameters are optimized (attached to a trainer when a schedule
+            needs the training horizon).
+        cfg: a config with ``optimizer``, ``schedule``, ``regularization`` and ``lr_multipliers`` sections;
+            the keyword arguments override single sections.
+        total_steps: the horizon T in optimizer steps; default ``schedule.total_steps`` or else
+            ``trainer.estimated_stepping_batches``.
+
+    Returns:
+        ``{"optimizer": opt}`` without a schedule, else
+        ``{"optimizer": opt, "lr_scheduler": {"scheduler": s, "interval": "step", "frequency": 1, ...}}``,
+        with ``"monitor"`` naming the watched metric for ``plateau``.
+    """
+    optimizer = optimizer if optimizer is not None else _section(cfg, "optimizer")
+    schedule = schedule if schedule is not None else _section(cfg, "schedule")
+    regularization = regularization if regularization is not None else _section(cfg, "regularization")
+    lr_multipliers = lr_multipliers if lr_multipliers is not None else _section(cfg, "lr_multipliers")
+    if optimizer is None:
+        raise ConfigError("optimizer", None, "an optimizer config with _target_ and lr", "missing")
+
+    opt = create_optimizer(module, optimizer, regularization=regularization, lr_multipliers=lr_multipliers)
+    if schedule is None:
+        return {"optimizer": opt}
+
+    if total_steps is None and schedule.get("total_steps") is None:
+        total_steps = training_horizon(module)
+    scheduler = create_scheduler(opt, schedule, total_steps)
+    config: dict[str, Any] = {"scheduler": scheduler, "interval": "step", "frequency": 1, "name": "lr"}
+    if isinstance(scheduler, PlateauLR):
+        # Not Lightning's reduce_on_plateau stepping: with interval "step" it would pass the same stale
+        # value every step (patience counted in steps) and skip steps before the first validation
+        # (freezing warmup). The scheduler reads the metric itself, once per new value.
+        monitor = schedule.get("monitor")
+        if not monitor:
+            raise ConfigError("schedule.monitor", monitor, "the name of a logged metric, e.g. val/loss")
+        scheduler.watch(_metric_reader(module, monitor))
+        config["monitor"] = monitor
+    return {"optimizer": opt, "lr_scheduler": config}
+
+
+def _metric_reader(module: L.LightningModule, key: str) -> Callable[[], Tensor | None]:
+    def read() -> Tensor | None:
+        trainer = module._trainer
+        return None if trainer is None else trainer.callback_metrics.get(key)
+
+    return read
+
+
+class LightoptMixin:
+    """Mixin for a LightningModule holding its lightopt config in ``self.lightopt_cfg``.
+
+    Provides ``configure_optimizers`` and :meth:`penalty` (the explicit L1/L2 term of
+    ``regularization.l1_penalty`` / ``l2_penalty``, zero when both are zero): add it to your loss.
+    """
+
+    lightopt_cfg: Any
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        return configure_optimizers(self, self.lightopt_cfg)  # type: ignore[arg-type]
+
+    def penalty(self) -> Tensor | float:
+        if not hasattr(self, "_lightopt_penalty"):
+            reg = _section(self.lightopt_cfg, "regularization")
+            self._lightopt_penalty: Penalty | None = build_penalty(self, reg) if reg is not None else None
+        pen = self._lightopt_penalty
+        return pen() if pen else 0.0

@@ -1,0 +1,217 @@
+"""One training run from a composed config: build data, model, loss, trainer; fit; write ``results.json``.
+
+``train.py`` at the top level is the Hydra entry point that calls :func:`run`; tests call :func:`run`
+directly with a composed config. Config checks that need no data happen in :func:`check_config` before
+anything is built; the rest (schedule horizon, logged metric names) fail before the first training step.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from lightopt.errors import ConfigError
+from lightopt.module import LitModel
+from lightopt.optimizers import create_optimizer
+from lightopt.results import RunTracker, check_direction, worst_value, write_results
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("completed", "diverged", "failed", "interrupted")
+
+
+def _import_target(section: str, cfg: DictConfig) -> None:
+    target = cfg.get("_target_")
+    if target is None:
+        raise ConfigError(f"{section}._target_", None, "a dotted path to a class or function", "missing")
+    try:
+        from hydra._internal.utils import _locate
+
+        _locate(target)
+    except Exception as err:  # noqa: BLE001 - any import failure is the same user error
+        raise ConfigError(
+            f"{section}._target_", target, "an importable dotted path", f"cannot import it ({err})"
+        ) from None
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Reject config values that need no data or model to judge, before anything is built."""
+    check_direction(cfg.objective.direction)
+    if cfg.objective.get("reduce", "best") not in ("best", "final"):
+        raise ConfigError("objective.reduce", cfg.objective.reduce, "best | final")
+    seed = cfg.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ConfigError("seed", seed, "a non-negative integer, or null for no seeding")
+    for section in ("data", "model", "loss", "trainer"):
+        _import_target(section, cfg[section])
+
+
+def _sizes(cfg: DictConfig, datamodule: L.LightningDataModule) -> dict[str, Any]:
+    """Fill ``model.in_features``/``out_features`` left null from the data module."""
+    filled: dict[str, Any] = {}
+    for key, attr in (("in_features", "num_features"), ("out_features", "num_outputs")):
+        if key in cfg.model and cfg.model[key] is None:
+            if getattr(datamodule, attr, None) is None:
+                datamodule.prepare_data()
+                datamodule.setup("fit")
+            value = getattr(datamodule, attr, None)
+            if value is None:
+                raise ConfigError(
+                    f"model.{key}", None,
+                    f"a number, or a data module with a `{attr}` attribute to take it from",
+                )
+            filled[key] = value
+    return filled
+
+
+def _task(datamodule: L.LightningDataModule, loss: torch.nn.Module) -> str:
+    task = getattr(datamodule, "task", None)
+    if task:
+        return task
+    return "classification" if isinstance(loss, torch.nn.CrossEntropyLoss | torch.nn.NLLLoss) else "regression"
+
+
+def _loggers(cfg: DictConfig, out_dir: Path) -> list[Any]:
+    loggers = []
+    for name, section in (cfg.get("logger") or {}).items():
+        if section is None:
+            continue
+        try:
+            loggers.append(instantiate(section, save_dir=str(out_dir)))
+        except Exception as err:  # noqa: BLE001
+            raise ConfigError(f"logger.{name}", OmegaConf.to_container(section), "a Lightning logger config",
+                              str(err)) from None
+    return loggers
+
+
+def _callbacks(cfg: DictConfig, out_dir: Path, tracker: RunTracker) -> list[Callback]:
+    mode = "max" if cfg.objective.direction == "maximize" else "min"
+    callbacks: list[Callback] = [tracker]
+    if cfg.checkpoint.get("enabled", True):
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=out_dir / "checkpoints",
+                filename="best-epoch{epoch:03d}",
+                auto_insert_metric_name=False,
+                monitor=cfg.objective.metric,
+                mode=mode,
+                save_top_k=1,
+                save_last=True,
+            )
+        )
+    if cfg.early_stopping.get("enabled", False):
+        callbacks.append(
+            EarlyStopping(
+                monitor=cfg.objective.metric,
+                mode=mode,
+                patience=cfg.early_stopping.patience,
+                min_delta=cfg.early_stopping.min_delta,
+            )
+        )
+    return callbacks
+
+
+def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
+    """Train once and return the objective value (the worst value for its direction if it diverged).
+
+    Writes ``results.json``, checkpoints and logs into ``output_dir`` (default: Hydra's run directory).
+    Raises :class:`ConfigError` for bad configuration before training; other errors are recorded as
+    ``status: failed`` in ``results.json`` and re-raised.
+    """
+    start = time.perf_counter()
+    out_dir = Path(output_dir) if output_dir is not None else _hydra_output_dir()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results_path = out_dir / "results.json"
+    if results_path.exists():
+        raise ConfigError("output_dir", str(out_dir), "a directory without results.json",
+                          "it already holds a finished run; refusing to overwrite it")
+    check_config(cfg)
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model, **_sizes(cfg, datamodule))
+    loss = instantiate(cfg.loss)
+    task = _task(datamodule, loss)
+    # Build the optimizer once on the CPU model, so lr, _target_ and group mistakes stop the run here.
+    create_optimizer(model, cfg.optimizer, regularization=cfg.regularization,
+                     lr_multipliers=cfg.get("lr_multipliers"))
+    module = LitModel(
+        model,
+        loss,
+        optimizer=cfg.optimizer,
+        schedule=cfg.schedule,
+        regularization=cfg.regularization,
+        lr_multipliers=cfg.get("lr_multipliers"),
+        task=task,
+        num_classes=getattr(datamodule, "num_outputs", None) if task == "classification" else None,
+        seed=cfg.get("seed"),
+    )
+    required = {}
+    if cfg.schedule.get("monitor"):
+        required["schedule.monitor"] = cfg.schedule.monitor
+    tracker = RunTracker(cfg.objective.metric, cfg.objective.direction, required=required)
+    trainer_kwargs: dict[str, Any] = {
+        "callbacks": _callbacks(cfg, out_dir, tracker),
+        "logger": _loggers(cfg, out_dir) or False,
+        "default_root_dir": str(out_dir),
+    }
+    if not cfg.checkpoint.get("enabled", True):
+        trainer_kwargs["enable_checkpointing"] = False
+    trainer: L.Trainer = instantiate(cfg.trainer, **trainer_kwargs)
+
+    status, failure = "completed", None
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    except ConfigError:
+        raise
+    except Exception as err:  # noqa: BLE001 - recorded, then re-raised below
+        status, failure = "failed", err
+    if status == "completed":
+        if module.diverged or tracker.nonfinite_objective:
+            status = "diverged"
+        elif trainer.interrupted:
+            status = "interrupted"
+
+    direction = cfg.objective.direction
+    value = tracker.objective_value(cfg.objective.get("reduce", "best"))
+    if status != "completed" or value is None or not math.isfinite(value):
+        value = worst_value(direction) if status in ("diverged", "failed") or value is None else value
+    if trainer.is_global_zero:
+        best_ckpt = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.best_model_path), None)
+        write_results(
+            results_path,
+            {
+                "objective": cfg.objective.metric,
+                "value": value,
+                "direction": direction,
+                "status": status,
+                "metrics": tracker.metrics_dict(),
+                "global_step": trainer.global_step,
+                "epochs": trainer.current_epoch,
+                "wall_seconds": round(time.perf_counter() - start, 3),
+                "best_checkpoint": best_ckpt,
+                "error": None if failure is None else f"{type(failure).__name__}: {failure}",
+            },
+        )
+        log.info("%s = %s (%s); results in %s", cfg.objective.metric, value, status, results_path)
+    if failure is not None:
+        raise failure
+    return float(value)
+
+
+def _hydra_output_dir() -> Path:
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    return Path.cwd()

@@ -1,0 +1,23 @@
+"""Train a model with lightopt: `python train.py [group=choice ...] [key=value ...]`.
+
+Examples:
+    python train.py                                   # MLP on scikit-learn's digits, Adam + cosine
+    python train.py optimizer=momentum schedule=step  # switch optimizer and schedule
+    python train.py experiment=regression             # linear regression recovering y = 2x + 1
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+from lightopt.cli import exit_on_config_error
+from lightopt.train import run
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float:
+    with exit_on_config_error():
+        return run(cfg)
+
+
+if __name__ == "__main__":
+    main()
