@@ -47,7 +47,9 @@ class TensorBatches:
         self.seed = seed
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
+        # Lightning looks for set_epoch on a loader's sampler and inspects batch_sampler: we are the former
         self.sampler = self
+        self.batch_sampler = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

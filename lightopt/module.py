@@ -78,6 +78,7 @@ class LitModel(L.LightningModule):
             schedule=self.schedule_cfg,
             regularization=self.regularization_cfg,
             lr_multipliers=self.lr_multipliers,
+            model=self.model,
         )
 
     def on_train_epoch_start(self) -> None:
@@ -93,8 +94,11 @@ class LitModel(L.LightningModule):
             self.log("train/penalty", penalty)
             loss = loss + penalty
         self._watch_divergence(loss)
-        self._log_lr()
         return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # once per optimizer step (not per accumulated batch), with the lr this step uses
+        self._log_lr(optimizer)
 
     def _watch_divergence(self, loss: Tensor) -> None:
         bad = ~torch.isfinite(loss.detach())
@@ -104,13 +108,13 @@ class LitModel(L.LightningModule):
                 self.diverged = True
                 self.trainer.should_stop = True
 
-    def _log_lr(self) -> None:
+    def _log_lr(self, optimizer: torch.optim.Optimizer) -> None:
         # Learning rates are Python floats already on the host: hand them straight to the loggers every
         # step instead of through self.log, whose per-step cost would rival a small model's step.
         loggers = self.loggers
         if not loggers:
             return
-        groups = self.trainer.optimizers[0].param_groups
+        groups = optimizer.param_groups
         if self._lr_names is None:
             names = [g.get("name", str(i)) for i, g in enumerate(groups)]
             self._lr_names = ["train/lr"] if len(groups) == 1 else [f"train/lr/{n}" for n in names]

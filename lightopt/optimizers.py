@@ -17,7 +17,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
+from hydra.errors import InstantiationException
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
@@ -133,8 +134,6 @@ def optimizer_class(target: Any) -> type[torch.optim.Optimizer]:
     """
     if not isinstance(target, str) or not target:
         raise ConfigError("optimizer._target_", target, _TARGET_ALLOWED, "missing" if target is None else None)
-    from hydra.utils import get_class
-
     try:
         cls = get_class(target)
     except Exception as e:  # ImportError, AttributeError, ValueError from hydra's locator
@@ -152,7 +151,7 @@ def auto_fused(params: Iterable[Tensor]) -> bool | None:
     params = list(params)
     if not params:
         return None
-    on_cuda = all(p.device.type == "cuda" and torch.is_floating_point(p) for p in params)
+    on_cuda = all(p.device.type == "cuda" and p.is_floating_point() for p in params)
     return True if on_cuda else None
 
 
@@ -250,5 +249,11 @@ def create_optimizer(
 
     try:
         return instantiate(cfg, params=groups, _convert_="all")
-    except (ValueError, TypeError, RuntimeError) as e:
-        raise ConfigError("optimizer", cfg.get("_target_"), f"values {cls.__name__} accepts", str(e)) from e
+    except InstantiationException as e:
+        # the class rejected a value (e.g. betas out of range): report it as config, with torch's reason
+        cause = e.__cause__ if e.__cause__ is not None else e
+        if isinstance(cause, ConfigError):
+            raise cause from e
+        if not isinstance(cause, (ValueError, TypeError, RuntimeError)):
+            raise
+        raise ConfigError("optimizer", cfg.get("_target_"), f"values {cls.__name__} accepts", str(cause)) from e

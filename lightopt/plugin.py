@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import lightning as L
+import torch
 from torch import Tensor
 
 from lightopt.errors import ConfigError
@@ -50,6 +51,7 @@ def configure_optimizers(
     regularization: Mapping | None = None,
     lr_multipliers: Mapping[str, float] | None = None,
     total_steps: int | None = None,
+    model: torch.nn.Module | None = None,
 ) -> dict[str, Any]:
     """Build what ``LightningModule.configure_optimizers`` returns.
 
@@ -60,6 +62,8 @@ def configure_optimizers(
             the keyword arguments override single sections.
         total_steps: the horizon T in optimizer steps; default ``schedule.total_steps`` or else
             ``trainer.estimated_stepping_batches``.
+        model: the sub-module whose parameters are optimized (default: ``module``); parameter names in
+            ``lr_multipliers`` are relative to it.
 
     Returns:
         ``{"optimizer": opt}`` without a schedule, else
@@ -73,7 +77,7 @@ def configure_optimizers(
     if optimizer is None:
         raise ConfigError("optimizer", None, "an optimizer config with _target_ and lr", "missing")
 
-    opt = create_optimizer(module, optimizer, regularization=regularization, lr_multipliers=lr_multipliers)
+    opt = create_optimizer(model if model is not None else module, optimizer, regularization=regularization, lr_multipliers=lr_multipliers)
     if schedule is None:
         return {"optimizer": opt}
 

@@ -167,7 +167,8 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     }
     if not cfg.checkpoint.get("enabled", True):
         trainer_kwargs["enable_checkpointing"] = False
-    trainer: L.Trainer = instantiate(cfg.trainer, **trainer_kwargs)
+    # partial: Hydra would try to turn the callback objects into config nodes
+    trainer: L.Trainer = instantiate(cfg.trainer, _partial_=True)(**trainer_kwargs)
 
     status, failure = "completed", None
     try:

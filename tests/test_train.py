@@ -73,7 +73,7 @@ def test_optimizer_schedule_pairs_train(tmp_path, optimizer, schedule):
 
 
 def test_lr_per_group_is_logged_when_there_are_several(tmp_path):
-    cfg = compose_cfg(*QUICK, "regularization=l2", "lr_multipliers={'2.*': 10.0}")
+    cfg = compose_cfg(*QUICK, "regularization=l2", "lr_multipliers={2.*:10.0}")
     run(cfg, tmp_path)
     rows = read_metrics(tmp_path)
     lr_cols = sorted(k for k in rows[0] if k.startswith("train/lr/"))
