@@ -124,11 +124,14 @@ class MuonAdamW(Optimizer):
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a group; without ``use_muon`` it is split into its 2-D (Muon) and other (AdamW) params."""
+        raw = param_group["params"]
+        if isinstance(raw, set):
+            raise TypeError("optimizer parameters must be an ordered collection (a list), not a set")
+        items = [raw] if isinstance(raw, Tensor) else list(raw)  # a generator can be read only once
         if "use_muon" in param_group:
+            param_group["params"] = items
             parts = [(param_group, bool(param_group["use_muon"]))]
         else:
-            raw = param_group["params"]
-            items = [raw] if isinstance(raw, Tensor) else list(raw)
             two_d = [p for p in items if _tensor(p).ndim == 2]
             other = [p for p in items if _tensor(p).ndim != 2]
             parts = []
@@ -141,9 +144,7 @@ class MuonAdamW(Optimizer):
         for group, use_muon in parts:
             group["use_muon"] = use_muon
             if use_muon:
-                items = group["params"]
-                bad = [tuple(_tensor(p).shape) for p in ([items] if isinstance(items, Tensor) else items)]
-                bad = [s for s in bad if len(s) != 2]
+                bad = [tuple(_tensor(p).shape) for p in group["params"] if _tensor(p).ndim != 2]
                 if bad:
                     raise ValueError(f"Muon takes only 2-D parameters; a use_muon group has shapes {bad}")
             for key, value in (self._muon_defaults if use_muon else self._adamw_defaults).items():

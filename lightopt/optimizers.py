@@ -226,7 +226,8 @@ def create_optimizer(
     if "lr" not in cfg and lr is None:
         raise ConfigError("optimizer.lr", None, "a number > 0", "missing")
     lr = _real("optimizer.lr", lr, "a number > 0", 0.0, strict=True)
-    cfg["lr"] = lr
+    if "lr" in accepted or var_kw:
+        cfg["lr"] = lr
 
     reg = validate_regularization(regularization)
     groups = param_groups(

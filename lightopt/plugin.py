@@ -33,13 +33,15 @@ def _section(cfg: Any, key: str) -> Any:
     return getattr(cfg, key, None)
 
 
-def training_horizon(module: L.LightningModule) -> int | float:
+def training_horizon(module: L.LightningModule) -> int | float | None:
     """Optimizer steps of the whole run, from ``trainer.estimated_stepping_batches``.
 
     That count already accounts for gradient accumulation, devices, ``max_epochs``/``max_steps`` and
-    ``limit_train_batches``. It is ``inf`` for an unbounded run: schedules that need a horizon then raise.
+    ``limit_train_batches``. It is ``inf`` for an unbounded run and ``None`` without a trainer: schedules
+    that need a horizon then raise.
     """
-    return module.trainer.estimated_stepping_batches
+    trainer = module._trainer
+    return None if trainer is None else trainer.estimated_stepping_batches
 
 
 def configure_optimizers(
@@ -77,7 +79,9 @@ def configure_optimizers(
     if optimizer is None:
         raise ConfigError("optimizer", None, "an optimizer config with _target_ and lr", "missing")
 
-    opt = create_optimizer(model if model is not None else module, optimizer, regularization=regularization, lr_multipliers=lr_multipliers)
+    opt = create_optimizer(
+        model if model is not None else module, optimizer, regularization=regularization, lr_multipliers=lr_multipliers
+    )
     if schedule is None:
         return {"optimizer": opt}
 
