@@ -61,7 +61,7 @@ def test_run_directory_and_earlier_results_are_never_clobbered(tmp_path):
 
 def test_preview_writes_csv_and_png(tmp_path):
     out = tmp_path / "preview"
-    proc = run_cli("schedule=cosine", "schedule.warmup=20", "schedule.min_lr=1.0e-5", "steps=200",
+    proc = run_cli("schedule=cosine", "schedule.warmup=20", "schedule.min_lr=1.0e-5", "steps=200", "optimizer.lr=1.0e-3",
                    "regularization=l2", f"hydra.run.dir={out}", cwd=tmp_path, module="lightopt.preview")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "learning rate by optimizer step" in proc.stdout
@@ -94,3 +94,18 @@ def test_default_training_reaches_high_accuracy(tmp_path):
     assert res["metrics"]["val/acc"]["final"] >= 0.95
     assert res["wall_seconds"] < 60
     assert (run_dir / "metrics.csv").exists()
+
+
+def test_ddp_on_two_cpu_processes_writes_one_result(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = run_cli("trainer=ddp_cpu", "trainer.max_epochs=2", "trainer.enable_progress_bar=false",
+                   "schedule=linear", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads((run_dir / "results.json").read_text())
+    assert res["status"] == "completed"
+    # 1437 training rows split over 2 ranks -> 718 each -> 12 batches of 64 per epoch, the same on both ranks
+    assert res["global_step"] == 24
+    with open(run_dir / "metrics.csv") as f:
+        lrs = [float(r["train/lr"]) for r in csv.DictReader(f) if r.get("train/lr")]
+    assert len(lrs) == 24  # one writer (rank 0), the horizon counted per rank
+    assert lrs[-1] == pytest.approx(3e-3 * (1 - 23 / 24))

@@ -1,0 +1,29 @@
+"""The README's code works as written."""
+
+import re
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from tests.conftest import ROOT
+
+
+def python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+
+
+def test_plugin_example_trains():
+    namespace: dict = {}
+    exec(python_blocks()[0], namespace)  # noqa: S102 - the README's own example
+    module = namespace["MyModule"]()
+    x = torch.randn(64, 64)
+    data = DataLoader(TensorDataset(x, torch.randint(0, 10, (64,))), batch_size=8)
+    trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    before = module.net[0].weight.detach().clone()
+    trainer.fit(module, data)
+    assert trainer.global_step == 16
+    assert not torch.equal(before, module.net[0].weight)
+    assert trainer.lr_scheduler_configs[0].interval == "step"
+    assert trainer.optimizers[0].param_groups[0]["lr"] < 3e-3  # the cosine schedule has decayed it
