@@ -71,7 +71,7 @@ def param_groups(
 
     Every group has ``params``, ``name``, ``lr`` and ``weight_decay`` (``0.0`` in no-decay groups, set
     explicitly so an optimizer's own non-zero default never applies). Groups, in this order and without
-    empty ones: ``default``, ``no_decay``, then per ``lr_multipliers`` pattern ``<pattern>`` and
+    empty ones: ``default``, ``no_decay`` (only when ``weight_decay`` is non-zero), then per ``lr_multipliers`` pattern ``<pattern>`` and
     ``<pattern>/no_decay``. ``lr_multipliers`` maps ``fnmatch`` globs on full parameter names (e.g.
     ``"head.*"``) to factors on ``lr``; the first matching pattern wins. With ``split_muon`` every group
     also gets ``use_muon`` (see :func:`muon_eligible`) and is split in two, names suffixed ``/muon`` and
@@ -92,7 +92,8 @@ def param_groups(
         which = next((i for i, (pat, _) in enumerate(patterns) if fnmatch.fnmatchcase(name, pat)), -1)
         if which >= 0:
             matched.add(which)
-        decays = not (exclude_bias_and_norm and is_no_decay(owner, p))
+        # without weight decay a no-decay group would differ from the default one in name only
+        decays = not (weight_decay and exclude_bias_and_norm and is_no_decay(owner, p))
         buckets.setdefault((which, decays, muon.get(id(p)) if split_muon else None), []).append(p)
 
     for i, (pattern, _) in enumerate(patterns):

@@ -21,6 +21,7 @@ from lightopt.cli import exit_on_config_error
 from lightopt.errors import ConfigError
 from lightopt.optimizers import create_optimizer
 from lightopt.schedules import create_scheduler, to_steps
+from lightopt.train import build_model
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +30,7 @@ def lr_table(cfg: DictConfig, steps: int) -> tuple[list[str], list[list[float]]]
     """Group names and, for each step ``0..steps-1``, the lr of every param group."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ConfigError("steps", steps, "an integer number of optimizer steps >= 1")
-    datamodule = instantiate(cfg.data)
-    sizes = {
-        key: getattr(datamodule, attr)
-        for key, attr in (("in_features", "num_features"), ("out_features", "num_outputs"))
-        if key in cfg.model and cfg.model[key] is None
-    }
-    model = instantiate(cfg.model, **sizes)
+    model = build_model(cfg, instantiate(cfg.data))
     optimizer = create_optimizer(
         model, cfg.optimizer, regularization=cfg.regularization, lr_multipliers=cfg.get("lr_multipliers")
     )

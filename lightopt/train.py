@@ -55,8 +55,8 @@ def check_config(cfg: DictConfig) -> None:
         _import_target(section, cfg[section])
 
 
-def _sizes(cfg: DictConfig, datamodule: L.LightningDataModule) -> dict[str, Any]:
-    """Fill ``model.in_features``/``out_features`` left null from the data module."""
+def build_model(cfg: DictConfig, datamodule: L.LightningDataModule) -> torch.nn.Module:
+    """Instantiate ``cfg.model``, filling ``in_features``/``out_features`` left null from the data module."""
     filled: dict[str, Any] = {}
     for key, attr in (("in_features", "num_features"), ("out_features", "num_outputs")):
         if key in cfg.model and cfg.model[key] is None:
@@ -70,7 +70,7 @@ def _sizes(cfg: DictConfig, datamodule: L.LightningDataModule) -> dict[str, Any]
                     f"a number, or a data module with a `{attr}` attribute to take it from",
                 )
             filled[key] = value
-    return filled
+    return instantiate(cfg.model, **filled)
 
 
 def _task(datamodule: L.LightningDataModule, loss: torch.nn.Module) -> str:
@@ -139,7 +139,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = instantiate(cfg.data)
-    model = instantiate(cfg.model, **_sizes(cfg, datamodule))
+    model = build_model(cfg, datamodule)
     loss = instantiate(cfg.loss)
     task = _task(datamodule, loss)
     # Build the optimizer once on the CPU model, so lr, _target_ and group mistakes stop the run here.

@@ -61,7 +61,7 @@ def test_split_hidden_matrices_to_muon_everything_else_to_adamw():
 
 
 def test_split_with_lr_multipliers_names_groups():
-    groups = param_groups(Net(), lr=1.0, lr_multipliers={"hidden2.*": 0.5}, split_muon=True)
+    groups = param_groups(Net(), lr=1.0, weight_decay=0.1, lr_multipliers={"hidden2.*": 0.5}, split_muon=True)
     assert [g["name"] for g in groups] == [
         "default/muon",
         "default/adamw",

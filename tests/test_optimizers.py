@@ -117,12 +117,14 @@ def test_exclusion_off_is_one_decayed_group():
 @pytest.mark.parametrize("reg", [None, {"weight_decay": 0.0, "l1_penalty": 0.0}])
 def test_adamw_does_not_decay_without_regularization(reg):
     opt = create_optimizer(mlp(), load("adamw"), regularization=reg)
-    assert [g["weight_decay"] for g in opt.param_groups] == [0.0, 0.0]
+    # one group: without weight decay there is nothing to exclude biases and norms from
+    assert [(g["name"], g["weight_decay"]) for g in opt.param_groups] == [("default", 0.0)]
 
 
 def test_lr_multipliers_make_their_own_groups():
     model = mlp()
-    opt = create_optimizer(model, {"_target_": "torch.optim.SGD", "lr": 0.1}, lr_multipliers={"3.*": 10})
+    opt = create_optimizer(model, {"_target_": "torch.optim.SGD", "lr": 0.1}, lr_multipliers={"3.*": 10},
+                           regularization={"weight_decay": 1e-4})
     groups = by_name(opt)
     assert list(groups) == ["default", "no_decay", "3.*", "3.*/no_decay"]
     assert groups["3.*"]["params"] == [model[3].weight]
@@ -133,7 +135,8 @@ def test_lr_multipliers_make_their_own_groups():
 
 def test_first_matching_multiplier_wins():
     model = mlp()
-    groups = by_name(param_groups(model, lr=1.0, lr_multipliers={"3.weight": 5.0, "3.*": 2.0, "0.*": 0.5}))
+    groups = by_name(param_groups(model, lr=1.0, weight_decay=0.1,
+                                  lr_multipliers={"3.weight": 5.0, "3.*": 2.0, "0.*": 0.5}))
     assert groups["3.weight"]["params"] == [model[3].weight] and groups["3.weight"]["lr"] == 5.0
     assert groups["3.*/no_decay"]["params"] == [model[3].bias] and groups["3.*/no_decay"]["lr"] == 2.0
     assert "3.*" not in groups  # empty groups are dropped
