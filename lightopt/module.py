@@ -1,13 +1,15 @@
 """The LightningModule that ``train.py`` trains: any ``nn.Module`` plus a loss, optimized by lightopt.
 
-It logs ``train/loss``, ``train/penalty`` (when an explicit L1/L2 penalty is on), the learning rate of
-every param group each optimizer step (``train/lr``, and ``train/lr/<group>`` when there are several),
-``val/loss`` and, for classification, ``val/acc``. Building the optimizer and schedule is delegated to
+It logs ``train/loss`` and ``train/penalty`` (when an explicit L1/L2 penalty is on) as means over the last
+``trainer.log_every_n_steps`` optimizer steps, the learning rate of every param group each optimizer step
+(``train/lr``, and ``train/lr/<group>`` when there are several), ``val/loss`` and, for classification,
+``val/acc``. Building the optimizer and schedule is delegated to
 :func:`lightopt.plugin.configure_optimizers`; run bookkeeping (results.json) lives in :mod:`lightopt.results`.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,8 +33,8 @@ class LitModel(L.LightningModule):
         num_classes: number of classes for accuracy.
         seed: when set, the global RNG is reseeded from ``(seed, epoch)`` at each epoch start, so dropout
             masks, like the data order, do not depend on whether the run was resumed.
-        divergence_check_every: optimizer steps between checks of the loss for NaN/inf. A check reads the
-            loss on the host, which is a device sync on GPU, so it is not done every step there.
+        divergence_check_every: optimizer steps between checks of the loss for NaN/inf off the CPU. A check
+            reads the loss on the host, a device sync on GPU, so there it is not done every step.
     """
 
     def __init__(
@@ -65,7 +67,10 @@ class LitModel(L.LightningModule):
             else None
         )
         self.diverged = False
-        self._nonfinite: Tensor | None = None
+        # device-side sums of (loss, penalty) since the last write to the loggers, and their count
+        self._sums: Tensor | None = None
+        self._count = 0
+        self._written_at = -1
         self._lr_names: list[str] | None = None
 
     def forward(self, x: Tensor) -> Tensor:
@@ -88,25 +93,50 @@ class LitModel(L.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
         loss = self.loss_fn(self.model(x), y)
-        self.log("train/loss", loss, prog_bar=True)
-        if self.penalty:
-            penalty = self.penalty()
-            self.log("train/penalty", penalty)
-            loss = loss + penalty
-        self._watch_divergence(loss)
-        return loss
+        penalty = self.penalty() if self.penalty else None
+        total = loss if penalty is None else loss + penalty
+        # No self.log here: its per-call bookkeeping costs about as much as a small model's whole step.
+        # Sum on the device instead and read the sums once per logging interval.
+        pair = torch.stack([loss.detach(), total.detach() - loss.detach()]).float()
+        self._sums = pair if self._sums is None else self._sums + pair
+        self._count += 1
+        return total
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # once per optimizer step (not per accumulated batch), with the lr this step uses
         self._log_lr(optimizer)
 
-    def _watch_divergence(self, loss: Tensor) -> None:
-        bad = ~torch.isfinite(loss.detach())
-        self._nonfinite = bad if self._nonfinite is None else self._nonfinite | bad
-        if (self.global_step + 1) % self.divergence_check_every == 0 or loss.device.type == "cpu":
-            if bool(self._nonfinite):
-                self.diverged = True
-                self.trainer.should_stop = True
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self._sums is None:
+            return
+        step = self.global_step
+        on_cpu = self._sums.device.type == "cpu"
+        if step % self.trainer.log_every_n_steps == 0 and step != self._written_at:
+            self._written_at = step
+            self._write_train_metrics()
+        elif on_cpu or step % self.divergence_check_every == 0:
+            self._check_finite(float(self._sums[0]))
+
+    def on_train_epoch_end(self) -> None:
+        self._write_train_metrics()
+
+    def _check_finite(self, loss_sum: float) -> None:
+        if not math.isfinite(loss_sum):
+            self.diverged = True
+            self.trainer.should_stop = True
+
+    def _write_train_metrics(self) -> None:
+        if self._sums is None or not self._count:
+            return
+        loss_sum, penalty_sum = self._sums.tolist()  # the one host sync per logging interval
+        self._check_finite(loss_sum)
+        metrics = {"train/loss": loss_sum / self._count}
+        if self.penalty:
+            metrics["train/penalty"] = penalty_sum / self._count
+        self._sums, self._count = None, 0
+        self.log("train/loss", metrics["train/loss"], prog_bar=True, logger=False)
+        for logger in self.loggers:
+            logger.log_metrics(metrics, step=max(self.global_step - 1, 0))
 
     def _log_lr(self, optimizer: torch.optim.Optimizer) -> None:
         # Learning rates are Python floats already on the host: hand them straight to the loggers every

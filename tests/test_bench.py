@@ -1,0 +1,19 @@
+"""The benchmark's small CPU mode runs and writes its JSON and Markdown."""
+
+import importlib.util
+import json
+
+from tests.conftest import ROOT
+
+
+def test_small_cpu_benchmark_writes_ratios(tmp_path):
+    spec = importlib.util.spec_from_file_location("bench_run", ROOT / "bench" / "run.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "results.json"
+    bench.main(["--small", "--out", str(out)])
+    data = json.loads(out.read_text())
+    case = data["cpu_digits"]
+    assert case["lightopt_steps_per_s"] > 0 and case["plain_steps_per_s"] > 0
+    assert abs(case["ratio"] - case["lightopt_steps_per_s"] / case["plain_steps_per_s"]) < 0.01
+    assert "cpu_digits" in out.with_suffix(".md").read_text()
