@@ -1,0 +1,146 @@
+"""Experiment tracking at the edges of a run: W&B without prompts, run names, redacted configs.
+
+- :func:`wandb_logger` builds Lightning's ``WandbLogger`` that never blocks: with ``mode: auto`` it logs
+  online when credentials exist (``WANDB_API_KEY`` or a ``wandb login`` entry in ``~/.netrc``) and offline
+  otherwise, printing one line on how to upload; its files go into the run directory.
+- :func:`run_name` / :func:`run_tags` derive a readable name and tags from the Hydra overrides and choices.
+- :func:`redact` hides passwords and keys before a config leaves the machine.
+
+Which loggers a run has is configuration (``conf/logger/``); training itself lives in :mod:`lightopt.train`.
+"""
+
+from __future__ import annotations
+
+import netrc
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from lightopt.errors import ConfigError
+
+MODES = ("auto", "online", "offline", "disabled")
+_SECRET_KEY = re.compile(r"pass(word)?|secret|token|api[_-]?key|credential", re.I)
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]+:)(?P<pw>[^@\s]+)(?P<tail>@)", re.I)
+# groups whose choice names a run better than its keys do, in the order they appear in a name
+NAMING_GROUPS = ("optimizer", "schedule")
+TAG_GROUPS = ("optimizer", "schedule", "model", "data")
+
+
+def has_wandb_credentials() -> bool:
+    """Whether W&B could log in without asking: an API key in the environment or in ``~/.netrc``."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlsplit(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
+    try:
+        return netrc.netrc().authenticators(host) is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+def resolve_mode(mode: str) -> str:
+    """``auto`` becomes ``online`` with credentials and ``offline`` without."""
+    if mode not in MODES:
+        raise ConfigError("logger.wandb.mode", mode, " | ".join(MODES))
+    if mode == "auto":
+        return "online" if has_wandb_credentials() else "offline"
+    return mode
+
+
+def redact(value: Any) -> Any:
+    """A copy of ``value`` with secret-looking keys and URL passwords replaced by ``***``."""
+    if isinstance(value, Mapping):
+        return {k: ("***" if _SECRET_KEY.search(str(k)) and v is not None else redact(v)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(redact(v) for v in value)
+    if isinstance(value, str):
+        return _URL_PASSWORD.sub(r"\g<head>***\g<tail>", value)
+    return value
+
+
+def run_name(overrides: Sequence[str], choices: Mapping[str, Any] | None = None) -> str:
+    """A short name from the task overrides, e.g. ``adamw-cosine-lr=0.003``.
+
+    The chosen optimizer and schedule come first (from ``choices`` when given), then every other override
+    as ``<last key part>=<value>``; Hydra's own keys are left out.
+    """
+    choices = choices or {}
+    parts = [str(choices[g]) for g in NAMING_GROUPS if choices.get(g)]
+    for override in overrides:
+        key, _, value = override.lstrip("+~").partition("=")
+        if not value or key.startswith("hydra") or key in NAMING_GROUPS:
+            continue
+        parts.append(f"{key.split('.')[-1].split('/')[-1]}={value}")
+    return "-".join(parts) or "run"
+
+
+def run_tags(choices: Mapping[str, Any]) -> list[str]:
+    """Tags from the chosen optimizer, schedule, model and data configs."""
+    return [f"{g}:{choices[g]}" for g in TAG_GROUPS if choices.get(g)]
+
+
+def hydra_context() -> dict[str, Any]:
+    """Name, tags, group and job type of the current Hydra job (empty outside Hydra)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    hc = HydraConfig.get()
+    choices = dict(hc.runtime.choices)
+    context: dict[str, Any] = {"name": run_name(list(hc.overrides.task), choices), "tags": run_tags(choices)}
+    sweeper = hc.get("sweeper") or {}
+    if sweeper.get("trial") is not None:
+        context |= {"group": sweeper.get("study_name"), "job_type": "trial"}
+    return context
+
+
+def wandb_logger(
+    save_dir: str | Path,
+    project: str = "lightopt",
+    entity: str | None = None,
+    mode: str = "auto",
+    name: str | None = None,
+    group: str | None = None,
+    job_type: str | None = None,
+    tags: Iterable[str] = (),
+    id: str | None = None,  # noqa: A002 - W&B's own name for the run id
+    log_model: bool = False,
+) -> Any:
+    """Lightning's ``WandbLogger``, online or offline by :func:`resolve_mode`, files in ``save_dir``.
+
+    ``name``, ``tags``, ``group`` and ``job_type`` default to what :func:`hydra_context` derives.
+    """
+    from lightning.pytorch.loggers import WandbLogger
+
+    resolved = resolve_mode(mode)
+    context = hydra_context()
+    tags = sorted(set(tags) | set(context.get("tags", [])))
+    if resolved == "offline" and mode == "auto":
+        print(
+            f"W&B: no credentials found, logging offline to {Path(save_dir) / 'wandb'}; "
+            f"upload later with: wandb sync {Path(save_dir) / 'wandb'}/offline-run-*",
+            flush=True,
+        )
+    return WandbLogger(
+        project=project,
+        entity=entity,
+        save_dir=str(save_dir),
+        mode=resolved,
+        name=name or context.get("name"),
+        group=group or context.get("group"),
+        job_type=job_type or context.get("job_type", "train"),
+        tags=tags or None,
+        id=id,
+        resume="allow" if id else None,
+        log_model=log_model,
+        settings=_quiet_settings(),
+    )
+
+
+def _quiet_settings() -> Any:
+    import wandb
+
+    # no login prompt, no console capture racing Lightning's progress bar
+    return wandb.Settings(console="off", silent=True)
