@@ -1,0 +1,81 @@
+"""Tracking helpers: W&B mode without prompts, run names and tags, redaction, an offline run read back."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lightopt.errors import ConfigError
+from lightopt.tracking import has_wandb_credentials, redact, resolve_mode, run_name, run_tags, wandb_logger
+
+
+@pytest.fixture
+def no_credentials(monkeypatch, tmp_path):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("NETRC", str(tmp_path / ".netrc"))
+
+
+def test_auto_mode_is_offline_without_credentials(no_credentials):
+    assert not has_wandb_credentials()
+    assert resolve_mode("auto") == "offline"
+    assert resolve_mode("online") == "online"
+
+
+def test_auto_mode_is_online_with_a_key_or_netrc(no_credentials, monkeypatch, tmp_path):
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert resolve_mode("auto") == "online"
+    monkeypatch.delenv("WANDB_API_KEY")
+    (tmp_path / ".netrc").write_text("machine api.wandb.ai\n  login user\n  password " + "y" * 40 + "\n")
+    (tmp_path / ".netrc").chmod(0o600)
+    assert resolve_mode("auto") == "online"
+
+
+def test_bad_mode_names_the_key():
+    with pytest.raises(ConfigError, match="logger.wandb.mode='cloud'.*offline"):
+        resolve_mode("cloud")
+
+
+def test_redact_hides_passwords_and_keys():
+    cfg = {"storage": "postgresql://me:s3cret@db:5432/x", "wandb": {"api_key": "abc", "project": "p"},
+           "list": ["redis://u:pw@h", 3], "token": None}
+    out = redact(cfg)
+    assert out["storage"] == "postgresql://me:***@db:5432/x"
+    assert out["wandb"] == {"api_key": "***", "project": "p"}
+    assert out["list"] == ["redis://u:***@h", 3]
+    assert out["token"] is None
+    assert cfg["wandb"]["api_key"] == "abc"  # the original is untouched
+
+
+def test_run_name_and_tags_from_overrides():
+    choices = {"optimizer": "adamw", "schedule": "cosine", "model": "mlp", "data": "digits"}
+    overrides = ["optimizer=adamw", "schedule=cosine", "optimizer.lr=3e-3", "hydra.sweeper.trial=4"]
+    assert run_name(overrides, choices) == "adamw-cosine-lr=3e-3"
+    assert run_tags(choices) == ["optimizer:adamw", "schedule:cosine", "model:mlp", "data:digits"]
+    assert run_name([], {}) == "run"
+
+
+@pytest.mark.skipif(shutil.which("wandb") is None and not (Path(sys.executable).parent / "wandb").exists(),
+                    reason="wandb CLI missing")
+def test_offline_run_lands_in_save_dir_and_reads_back(no_credentials, tmp_path, capsys):
+    logger = wandb_logger(tmp_path, name="probe", tags=["extra"])
+    logger.log_hyperparams(redact({"optimizer": {"lr": 0.1}, "storage": "postgresql://u:pw@h/db"}))
+    logger.log_metrics({"train/lr": 0.1}, step=0)
+    logger.experiment.summary["status"] = "completed"
+    logger.experiment.finish()
+    assert "wandb sync" in capsys.readouterr().out
+    runs = list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 1
+    cli = Path(sys.executable).parent / "wandb"
+    out = subprocess.run([str(cli), "leet", "inspect", "--summary", "--json", str(runs[0])],
+                         capture_output=True, text=True, check=True).stdout
+    record = json.loads(out)
+    assert record["name"] == "probe" and "extra" in record["tags"]
+    assert record["config"]["optimizer"] == {"lr": 0.1}
+    assert record["config"]["storage"] == "postgresql://u:***@h/db"
+    assert record["summary"]["status"] == "completed" and record["summary"]["train/lr"] == 0.1
