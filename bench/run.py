@@ -9,12 +9,15 @@ data, alternating rounds so the machine's noise cancels. Writes a JSON (one obje
 Cases:
 - ``cpu_digits``: the default task (digits MLP, Adam, batch 64): lightopt's training steps per second over a
   plain loop using ``DataLoader`` over a ``TensorDataset``.
+- ``cpu_digits_wandb``: the same lightopt run with ``logger=wandb`` (offline) over ``logger=none``: what
+  tracking costs a small model.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -52,19 +55,31 @@ class StepTimer(Callback):
         self.steps = trainer.global_step
 
 
-def lightopt_digits(epochs: int, out_dir: Path) -> float:
-    """Steps/s of lightopt's training path: LitModel, TensorBatches, lr logging, CSV logger."""
+def lightopt_digits(epochs: int, out_dir: Path, logger: str = "csv") -> float:
+    """Steps/s of lightopt's training path: LitModel, TensorBatches, lr logging, and ``logger``."""
     torch.manual_seed(0)
     dm = DigitsDataModule(batch_size=64)
     module = LitModel(MLP(64, 10), nn.CrossEntropyLoss(), ADAM, COSINE, task="classification", num_classes=10)
     timer = StepTimer()
     trainer = L.Trainer(
         accelerator="cpu", devices=1, max_epochs=epochs, limit_val_batches=0, num_sanity_val_steps=0,
-        logger=L.pytorch.loggers.CSVLogger(out_dir, name="", version=""), log_every_n_steps=10,
+        logger=make_logger(logger, out_dir), log_every_n_steps=10,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[timer],
     )
     trainer.fit(module, datamodule=dm)
+    if logger == "wandb":
+        trainer.logger.experiment.finish()
     return timer.steps / timer.seconds
+
+
+def make_logger(kind: str, out_dir: Path) -> Any:
+    if kind == "csv":
+        return L.pytorch.loggers.CSVLogger(out_dir, name="", version="")
+    if kind == "wandb":
+        from lightopt.tracking import wandb_logger
+
+        return wandb_logger(out_dir, mode="offline", name="bench")
+    return False
 
 
 def plain_digits(epochs: int) -> float:
@@ -109,19 +124,38 @@ def cpu_digits(small: bool, work: Path) -> dict[str, Any]:
     }
 
 
+def cpu_digits_wandb(small: bool, work: Path) -> dict[str, Any]:
+    torch.set_num_threads(1)
+    epochs, rounds = (2, 1) if small else (10, 3)
+    with_wandb, without = [], []
+    for r in range(rounds):
+        without.append(lightopt_digits(epochs, work / f"none-{r}", logger="none"))
+        with_wandb.append(lightopt_digits(epochs, work / f"wandb-{r}", logger="wandb"))
+    w, n = statistics.median(with_wandb), statistics.median(without)
+    return {
+        "ratio": round(w / n, 3),
+        "lightopt_steps_per_s": round(w, 1),
+        "plain_steps_per_s": round(n, 1),
+        "measures": "lightopt with logger=wandb (offline) over lightopt with logger=none",
+        "rounds": rounds,
+        "epochs_per_round": epochs,
+        "target": "close to 1.0 (baseline: logger=none)",
+    }
+
+
 def environment() -> dict[str, Any]:
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "lightning": L.__version__,
         "machine": platform.machine(),
-        "cpus": torch.get_num_threads() if False else __import__("os").cpu_count(),
+        "cpus": os.cpu_count(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
 
 
 def markdown(results: dict[str, Any]) -> str:
-    lines = ["| case | ratio (lightopt / plain) | lightopt | plain | target |", "| --- | --- | --- | --- | --- |"]
+    lines = ["| case | ratio | lightopt | baseline | target |", "| --- | --- | --- | --- | --- |"]
     for name, r in results["cases"].items():
         raw = [(k, v) for k, v in r.items() if k.endswith("_per_s")]
         lo = next((v for k, v in raw if k.startswith("lightopt")), "")
@@ -144,7 +178,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     warnings.filterwarnings("ignore")
     work = args.out.parent / "bench-work"
     work.mkdir(parents=True, exist_ok=True)
-    cases = {"cpu_digits": cpu_digits(args.small, work)}
+    cases = {"cpu_digits": cpu_digits(args.small, work), "cpu_digits_wandb": cpu_digits_wandb(args.small, work)}
     if args.gpu and not torch.cuda.is_available():
         parser.error("--gpu needs a CUDA device")
     results = {"cases": cases, "environment": environment(), "small": args.small}

@@ -144,3 +144,56 @@ def _quiet_settings() -> Any:
 
     # no login prompt, no console capture racing Lightning's progress bar
     return wandb.Settings(console="off", silent=True)
+
+
+# --- the run's edges: config at the start, summary at the end, run id across resumes --------------------
+
+CHECKPOINT_KEY = "lightopt_wandb_run_id"
+
+
+def is_wandb(logger: Any) -> bool:
+    return type(logger).__name__ == "WandbLogger"
+
+
+def log_config(loggers: Iterable[Any], config: Mapping[str, Any]) -> None:
+    """Give every logger the resolved config as nested hyperparameters, secrets redacted."""
+    clean = redact(dict(config))
+    for logger in loggers:
+        logger.log_hyperparams(clean)
+
+
+def finish(loggers: Iterable[Any], summary: Mapping[str, Any]) -> None:
+    """Put the run's outcome (objective, status, ...) into W&B's summary and close the W&B run."""
+    for logger in loggers:
+        if is_wandb(logger):
+            run = logger.experiment
+            run.summary.update({k: v for k, v in summary.items() if v is not None})
+            run.finish()
+
+
+def previous_run_id(ckpt_path: str | None) -> str | None:
+    """The W&B run id stored in a checkpoint by :class:`RunIdInCheckpoint`, so a resume continues that run."""
+    if not ckpt_path or not Path(ckpt_path).is_file():
+        return None
+    import torch
+
+    return torch.load(ckpt_path, map_location="cpu", weights_only=False).get(CHECKPOINT_KEY)
+
+
+def _run_id_callback() -> Any:
+    from lightning.pytorch.callbacks import Callback
+
+    class RunIdInCheckpoint(Callback):
+        """Keeps the W&B run id in every checkpoint."""
+
+        def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
+            ids = [lg.version for lg in trainer.loggers if is_wandb(lg)]
+            if ids:
+                checkpoint[CHECKPOINT_KEY] = ids[0]
+
+    return RunIdInCheckpoint()
+
+
+def callbacks(loggers: Iterable[Any]) -> list[Any]:
+    """Callbacks the loggers need (the run-id keeper when W&B is among them)."""
+    return [_run_id_callback()] if any(is_wandb(lg) for lg in loggers) else []

@@ -3,6 +3,8 @@
 ``train.py`` at the top level is the Hydra entry point that calls :func:`run`; tests call :func:`run`
 directly with a composed config. Config checks that need no data happen in :func:`check_config` before
 anything is built; the rest (schedule horizon, logged metric names) fail before the first training step.
+The learning rate is scaled with the global batch size here (``lr_scaling``, :func:`lr_scale_factor`),
+and inside a sweep the run reports to its trial and may be pruned (:mod:`lightopt.pruning`).
 """
 
 from __future__ import annotations
@@ -19,14 +21,17 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
+from lightopt import tracking
 from lightopt.errors import ConfigError
 from lightopt.module import LitModel
 from lightopt.optimizers import create_optimizer
+from lightopt.pruning import OptunaPruning, current_sweep_trial
 from lightopt.results import RunTracker, check_direction, worst_value, write_results
 
 log = logging.getLogger(__name__)
 
-STATUSES = ("completed", "diverged", "failed", "interrupted")
+STATUSES = ("completed", "pruned", "diverged", "failed", "interrupted")
+LR_SCALING_RULES = {"none": 0.0, "linear": 1.0, "sqrt": 0.5}  # rule -> exponent of the batch-size ratio
 
 
 def _import_target(section: str, cfg: DictConfig) -> None:
@@ -53,6 +58,41 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError("seed", seed, "a non-negative integer, or null for no seeding")
     for section in ("data", "model", "loss", "trainer"):
         _import_target(section, cfg[section])
+    check_lr_scaling(cfg)
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def check_lr_scaling(cfg: DictConfig) -> str:
+    """Validate ``lr_scaling`` and return its rule (``"none"`` when the section is absent or null)."""
+    scaling = cfg.get("lr_scaling") or {}
+    rule = scaling.get("rule", "none")
+    rule = "none" if rule is None else rule
+    if rule not in LR_SCALING_RULES:
+        raise ConfigError("lr_scaling.rule", rule, " | ".join(LR_SCALING_RULES))
+    if rule == "none":
+        return rule
+    base = scaling.get("base_batch_size")
+    if not _positive_int(base):
+        raise ConfigError("lr_scaling.base_batch_size", base,
+                          "an integer > 0: the global batch size optimizer.lr is meant for")
+    batch_size = cfg.data.get("batch_size")
+    if not _positive_int(batch_size):
+        raise ConfigError("data.batch_size", batch_size, "an integer > 0 (the per-device batch size)",
+                          f"lr_scaling.rule={rule} scales the learning rate with it")
+    return rule
+
+
+def lr_scale_factor(rule: str, batch_size: int, world_size: int, accumulate: int, base_batch_size: int) -> float:
+    """Factor on ``optimizer.lr`` for the global batch ``batch_size * world_size * accumulate``.
+
+    ``linear``: B / base (Goyal et al., for SGD); ``sqrt``: sqrt(B / base) (keeps the gradient-noise
+    scale, common for Adam); ``none``: 1.
+    """
+    global_batch = batch_size * world_size * accumulate
+    return (global_batch / base_batch_size) ** LR_SCALING_RULES[rule]
 
 
 def build_model(cfg: DictConfig, datamodule: L.LightningDataModule) -> torch.nn.Module:
@@ -85,17 +125,22 @@ def _loggers(cfg: DictConfig, out_dir: Path) -> list[Any]:
     for name, section in (cfg.get("logger") or {}).items():
         if section is None:
             continue
+        extra: dict[str, Any] = {"save_dir": str(out_dir)}
+        if section.get("_target_") == "lightopt.tracking.wandb_logger" and section.get("id") is None:
+            # a resumed run continues the W&B run its checkpoint came from
+            if run_id := tracking.previous_run_id(cfg.get("ckpt_path")):
+                extra["id"] = run_id
         try:
-            loggers.append(instantiate(section, save_dir=str(out_dir)))
+            loggers.append(instantiate(section, **extra))
         except Exception as err:  # noqa: BLE001
             raise ConfigError(f"logger.{name}", OmegaConf.to_container(section), "a Lightning logger config",
                               str(err)) from None
     return loggers
 
 
-def _callbacks(cfg: DictConfig, out_dir: Path, tracker: RunTracker) -> list[Callback]:
+def _callbacks(cfg: DictConfig, out_dir: Path, tracker: RunTracker, pruning: OptunaPruning | None) -> list[Callback]:
     mode = "max" if cfg.objective.direction == "maximize" else "min"
-    callbacks: list[Callback] = [tracker]
+    callbacks: list[Callback] = [tracker] if pruning is None else [tracker, pruning]
     if cfg.checkpoint.get("enabled", True):
         callbacks.append(
             ModelCheckpoint(
@@ -120,12 +165,35 @@ def _callbacks(cfg: DictConfig, out_dir: Path, tracker: RunTracker) -> list[Call
     return callbacks
 
 
+def _scaled_optimizer_cfg(
+    cfg: DictConfig, base_lr: float | None, trainer: L.Trainer
+) -> tuple[DictConfig, float | None]:
+    """``cfg.optimizer`` with ``lr`` scaled by ``lr_scaling`` for this trainer's global batch, and that lr."""
+    rule = check_lr_scaling(cfg)
+    if rule == "none":
+        return cfg.optimizer, base_lr
+    if base_lr is None:
+        raise ConfigError("optimizer.lr", None, "a number > 0",
+                          f"lr_scaling.rule={rule} needs a learning rate to scale")
+    factor = lr_scale_factor(rule, cfg.data.batch_size, trainer.world_size, trainer.accumulate_grad_batches,
+                             cfg.lr_scaling.base_batch_size)
+    lr = base_lr * factor
+    # a resolved copy: the run's config (as saved in .hydra/) keeps the lr the user gave
+    optimizer_cfg = OmegaConf.create(OmegaConf.to_container(cfg.optimizer, resolve=True))
+    optimizer_cfg.lr = lr
+    log.info("lr_scaling.rule=%s: lr %g x %g = %g for a global batch of %d", rule, base_lr, factor, lr,
+             cfg.data.batch_size * trainer.world_size * trainer.accumulate_grad_batches)
+    return optimizer_cfg, lr
+
+
 def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     """Train once and return the objective value (the worst value for its direction if it diverged).
 
     Writes ``results.json``, checkpoints and logs into ``output_dir`` (default: Hydra's run directory).
     Raises :class:`ConfigError` for bad configuration before training; other errors are recorded as
-    ``status: failed`` in ``results.json`` and re-raised.
+    ``status: failed`` in ``results.json`` and re-raised. Inside a sweep (``hydra.sweeper.trial`` set),
+    the objective is reported to the trial after each validation and a pruned run ends early with
+    ``status: pruned`` and the last reported value.
     """
     start = time.perf_counter()
     out_dir = Path(output_dir) if output_dir is not None else _hydra_output_dir()
@@ -143,12 +211,32 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     loss = instantiate(cfg.loss)
     task = _task(datamodule, loss)
     # Build the optimizer once on the CPU model, so lr, _target_ and group mistakes stop the run here.
-    create_optimizer(model, cfg.optimizer, regularization=cfg.regularization,
-                     lr_multipliers=cfg.get("lr_multipliers"))
+    optimizer = create_optimizer(model, cfg.optimizer, regularization=cfg.regularization,
+                                 lr_multipliers=cfg.get("lr_multipliers"))
+    base_lr = optimizer.defaults.get("lr")
+    required = {}
+    if cfg.schedule.get("monitor"):
+        required["schedule.monitor"] = cfg.schedule.monitor
+    tracker = RunTracker(cfg.objective.metric, cfg.objective.direction, required=required)
+    sweep = current_sweep_trial()
+    trial = sweep.attach() if sweep is not None else None
+    pruning = OptunaPruning(trial, cfg.objective.metric, cfg.objective.direction) if trial is not None else None
+    loggers = _loggers(cfg, out_dir)
+    trainer_kwargs: dict[str, Any] = {
+        "callbacks": _callbacks(cfg, out_dir, tracker, pruning) + tracking.callbacks(loggers),
+        "logger": loggers or False,
+        "default_root_dir": str(out_dir),
+    }
+    if not cfg.checkpoint.get("enabled", True):
+        trainer_kwargs["enable_checkpointing"] = False
+    # partial: Hydra would try to turn the callback objects into config nodes
+    trainer: L.Trainer = instantiate(cfg.trainer, _partial_=True)(**trainer_kwargs)
+    # after the trainer: the global batch needs its resolved device count and gradient accumulation
+    optimizer_cfg, lr = _scaled_optimizer_cfg(cfg, base_lr, trainer)
     module = LitModel(
         model,
         loss,
-        optimizer=cfg.optimizer,
+        optimizer=optimizer_cfg,
         schedule=cfg.schedule,
         regularization=cfg.regularization,
         lr_multipliers=cfg.get("lr_multipliers"),
@@ -156,20 +244,9 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
         num_classes=getattr(datamodule, "num_outputs", None) if task == "classification" else None,
         seed=cfg.get("seed"),
     )
-    required = {}
-    if cfg.schedule.get("monitor"):
-        required["schedule.monitor"] = cfg.schedule.monitor
-    tracker = RunTracker(cfg.objective.metric, cfg.objective.direction, required=required)
-    trainer_kwargs: dict[str, Any] = {
-        "callbacks": _callbacks(cfg, out_dir, tracker),
-        "logger": _loggers(cfg, out_dir) or False,
-        "default_root_dir": str(out_dir),
-    }
-    if not cfg.checkpoint.get("enabled", True):
-        trainer_kwargs["enable_checkpointing"] = False
-    # partial: Hydra would try to turn the callback objects into config nodes
-    trainer: L.Trainer = instantiate(cfg.trainer, _partial_=True)(**trainer_kwargs)
 
+    if trainer.is_global_zero:
+        tracking.log_config(loggers, OmegaConf.to_container(cfg, resolve=True))
     status, failure = "completed", None
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
@@ -182,9 +259,13 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
             status = "diverged"
         elif trainer.interrupted:
             status = "interrupted"
+        elif pruning is not None and pruning.pruned:
+            status = "pruned"
 
     direction = cfg.objective.direction
     value = tracker.objective_value(cfg.objective.get("reduce", "best"))
+    if status == "pruned" and pruning is not None and pruning.last_value is not None:
+        value = pruning.last_value  # what the pruner judged the trial by
     if status != "completed" or value is None or not math.isfinite(value):
         value = worst_value(direction) if status in ("diverged", "failed") or value is None else value
     if trainer.is_global_zero:
@@ -196,6 +277,8 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
                 "value": value,
                 "direction": direction,
                 "status": status,
+                "trial": None if sweep is None else sweep.number,
+                "lr": lr,
                 "metrics": tracker.metrics_dict(),
                 "global_step": trainer.global_step,
                 "epochs": trainer.current_epoch,
@@ -205,6 +288,8 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
             },
         )
         log.info("%s = %s (%s); results in %s", cfg.objective.metric, value, status, results_path)
+        tracking.finish(loggers, {"objective": cfg.objective.metric, "objective_value": value,
+                                  "status": status, "global_step": trainer.global_step})
     if failure is not None:
         raise failure
     return float(value)

@@ -22,6 +22,7 @@ QUICK = [
     "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
     "trainer.accelerator=cpu",
+    "logger=csv",
 ]
 
 

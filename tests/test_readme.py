@@ -27,3 +27,19 @@ def test_plugin_example_trains():
     assert not torch.equal(before, module.net[0].weight)
     assert trainer.lr_scheduler_configs[0].interval == "step"
     assert trainer.optimizers[0].param_groups[0]["lr"] < 3e-3  # the cosine schedule has decayed it
+
+
+def table_choices(header: str) -> set[str]:
+    """The backticked names in the first column of the README table whose header starts with `header`."""
+    text = (ROOT / "README.md").read_text()
+    table = text[text.index(f"| {header}"):].split("\n\n", 1)[0]
+    rows = table.splitlines()[2:]
+    return {name for row in rows for name in re.findall(r"`([a-z_]+)`", row.split("|")[1])}
+
+
+def test_sweeper_tables_list_exactly_the_shipped_configs():
+    sweeper = ROOT / "hydra_plugins" / "lightopt_sweeper" / "conf" / "hydra" / "sweeper"
+    assert table_choices("`hydra/sweeper/sampler=`") == {p.stem for p in (sweeper / "sampler").glob("*.yaml")}
+    assert table_choices("`search=`") == {p.stem for p in (ROOT / "conf" / "search").glob("*.yaml")}
+    pruners = re.search(r"`hydra/sweeper/pruner=`(.*?)\. Each", (ROOT / "README.md").read_text(), flags=re.S)
+    assert set(re.findall(r"`([a-z_]+)`", pruners.group(1))) == {p.stem for p in (sweeper / "pruner").glob("*.yaml")}

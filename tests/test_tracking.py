@@ -79,3 +79,51 @@ def test_offline_run_lands_in_save_dir_and_reads_back(no_credentials, tmp_path, 
     assert record["config"]["optimizer"] == {"lr": 0.1}
     assert record["config"]["storage"] == "postgresql://u:***@h/db"
     assert record["summary"]["status"] == "completed" and record["summary"]["train/lr"] == 0.1
+
+
+def inspect(run_dir: Path) -> dict:
+    runs = sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert runs, f"no offline W&B run under {run_dir}"
+    cli = Path(sys.executable).parent / "wandb"
+    out = subprocess.run([str(cli), "leet", "inspect", "--summary", "--json", str(runs[-1])],
+                         capture_output=True, text=True, check=True).stdout
+    return json.loads(out)
+
+
+def test_training_run_logs_config_metrics_and_summary_to_wandb(no_credentials, tmp_path):
+    from lightopt.train import run
+    from tests.conftest import QUICK, compose_cfg
+
+    run(compose_cfg(*QUICK, "logger=[csv,wandb]", "optimizer=adamw", "optimizer.lr=0.002",
+                    "logger.wandb.tags=[probe]"), tmp_path)
+    record = inspect(tmp_path)
+    assert record["state"] == "finished"
+    assert record["config"]["optimizer"]["lr"] == 0.002  # nested, so W&B can group by optimizer.lr
+    assert record["config"]["schedule"]["name"] == "cosine"
+    summary = record["summary"]
+    assert summary["status"] == "completed" and summary["objective"] == "val/acc"
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert summary["objective_value"] == pytest.approx(results["value"])
+    assert "train/lr" in summary and "val/acc" in summary
+    assert "probe" in record["tags"]
+    assert (tmp_path / "metrics.csv").exists()  # several loggers at once
+
+
+def test_resumed_run_continues_the_same_wandb_run(no_credentials, tmp_path):
+    from lightopt.train import run
+    from tests.conftest import QUICK, compose_cfg
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    run(compose_cfg(*QUICK, "logger=wandb", "schedule.total_steps=20"), first)
+    run(compose_cfg(*QUICK, "logger=wandb", "trainer.max_epochs=4", "schedule.total_steps=20",
+                    f"ckpt_path={first / 'checkpoints' / 'last.ckpt'}"), second)
+    assert inspect(first)["run_id"] == inspect(second)["run_id"]
+
+
+def test_tensorboard_and_csv_together(tmp_path):
+    from lightopt.train import run
+    from tests.conftest import QUICK, compose_cfg
+
+    run(compose_cfg(*QUICK, "logger=[csv,tensorboard]"), tmp_path)
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert (tmp_path / "metrics.csv").exists()

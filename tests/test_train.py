@@ -102,7 +102,8 @@ def test_penalty_is_logged_with_l1(tmp_path):
 
 
 def test_regression_recovers_the_line(tmp_path):
-    run(compose_cfg("experiment=regression", "trainer.enable_progress_bar=false", "trainer.accelerator=cpu"),
+    run(compose_cfg("experiment=regression", "trainer.enable_progress_bar=false", "trainer.accelerator=cpu",
+                    "logger=csv"),
         tmp_path)
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     w, b = ckpt["state_dict"]["model.weight"].item(), ckpt["state_dict"]["model.bias"].item()
@@ -175,3 +176,53 @@ def test_unlogged_plateau_monitor_fails_before_training(tmp_path):
     cfg = compose_cfg(*QUICK, "schedule=plateau", "schedule.monitor=val/f1")
     with pytest.raises(ConfigError, match="schedule.monitor='val/f1'"):
         run(cfg, tmp_path)
+
+
+@pytest.mark.parametrize(
+    "rule,batch_size,accumulate,factor",
+    [
+        ("none", 32, 1, 1.0),
+        ("linear", 32, 1, 0.5),
+        ("linear", 32, 4, 2.0),  # the global batch counts accumulated batches
+        ("sqrt", 16, 1, 0.5),
+        ("sqrt", 256, 1, 2.0),
+    ],
+)
+def test_lr_is_scaled_with_the_global_batch(tmp_path, rule, batch_size, accumulate, factor):
+    cfg = compose_cfg(
+        *QUICK, "optimizer=sgd", "optimizer.lr=0.1", "schedule=constant", f"lr_scaling.rule={rule}",
+        "lr_scaling.base_batch_size=64", f"data.batch_size={batch_size}",
+        f"trainer.accumulate_grad_batches={accumulate}", "trainer.limit_train_batches=8",
+    )
+    run(cfg, tmp_path)
+    lrs = [float(r["train/lr"]) for r in read_metrics(tmp_path) if r.get("train/lr")]
+    assert lrs[0] == pytest.approx(0.1 * factor)
+    assert read_results(tmp_path)["lr"] == pytest.approx(0.1 * factor)
+    assert cfg.optimizer.lr == 0.1  # the composed config keeps the lr the user gave
+
+
+def test_lr_is_reported_without_scaling(tmp_path):
+    run(compose_cfg(*QUICK, "optimizer.lr=0.002"), tmp_path)
+    assert read_results(tmp_path)["lr"] == pytest.approx(0.002)
+
+
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        (["lr_scaling.rule=cubic"], r"lr_scaling.rule='cubic'.*allowed: none \| linear \| sqrt"),
+        (["lr_scaling.rule=linear", "lr_scaling.base_batch_size=0"], r"lr_scaling.base_batch_size=0.*integer > 0"),
+        (["lr_scaling.rule=sqrt", "data.batch_size=null"], r"data.batch_size=None.*lr_scaling.rule=sqrt"),
+    ],
+)
+def test_bad_lr_scaling_fails_before_training(tmp_path, overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        run(compose_cfg(*QUICK, *overrides), tmp_path)
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_lr_scale_factor_counts_every_process_and_accumulated_batch():
+    from lightopt.train import lr_scale_factor
+
+    assert lr_scale_factor("linear", 64, 2, 1, 64) == 2.0
+    assert lr_scale_factor("sqrt", 32, 2, 2, 32) == pytest.approx(2.0)
+    assert lr_scale_factor("none", 8, 4, 4, 64) == 1.0
