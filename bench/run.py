@@ -11,6 +11,9 @@ Cases:
   plain loop using ``DataLoader`` over a ``TensorDataset``.
 - ``cpu_digits_wandb``: the same lightopt run with ``logger=wandb`` (offline) over ``logger=none``: what
   tracking costs a small model.
+- ``cpu_sweep_parallel``: trials per minute of a digits sweep (``python train.py -m``) with two trials at a
+  time (``hydra/launcher=joblib hydra.sweeper.n_jobs=2``) over one at a time; ``gpu_sweep_parallel`` (with
+  ``--gpu``) the same with every trial on the one GPU.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 import warnings
@@ -33,7 +37,8 @@ from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 from lightopt.data import DigitsDataModule  # noqa: E402
 from lightopt.models import MLP  # noqa: E402
@@ -143,6 +148,39 @@ def cpu_digits_wandb(small: bool, work: Path) -> dict[str, Any]:
     }
 
 
+def sweep_trials_per_min(work: Path, name: str, n_trials: int, epochs: int, accelerator: str,
+                         parallel: int) -> float:
+    """Trials per minute of a real ``python train.py -m`` sweep, ``parallel`` trials at a time."""
+    out = (work / name).resolve()
+    cmd = [sys.executable, str(ROOT / "train.py"), "-m", f"hydra.sweep.dir={out}", "hydra/sweeper/sampler=random",
+           f"hydra.sweeper.n_trials={n_trials}", "optimizer.lr=tag(log,interval(1e-4,1e-1))", "logger=csv",
+           f"trainer.max_epochs={epochs}", f"trainer.accelerator={accelerator}", "trainer.enable_progress_bar=false",
+           "trainer.enable_model_summary=false", "checkpoint.enabled=false"]
+    if parallel > 1:
+        cmd += ["hydra/launcher=joblib", f"hydra.sweeper.n_jobs={parallel}", f"hydra.launcher.n_jobs={parallel}"]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"sweep {name} failed:\n{proc.stderr[-3000:]}")
+    return 60 * n_trials / seconds
+
+
+def sweep_parallel(small: bool, work: Path, accelerator: str = "cpu") -> dict[str, Any]:
+    n_trials, epochs = (2, 1) if small else (8, 3)
+    sequential = sweep_trials_per_min(work, f"{accelerator}-sequential", n_trials, epochs, accelerator, 1)
+    parallel = sweep_trials_per_min(work, f"{accelerator}-parallel", n_trials, epochs, accelerator, 2)
+    return {
+        "ratio": round(parallel / sequential, 3),
+        "parallel_trials_per_min": round(parallel, 1),
+        "sequential_trials_per_min": round(sequential, 1),
+        "measures": "trials/min with 2 trials at a time (joblib) over 1 at a time, whole sweep incl. start-up",
+        "n_trials": n_trials,
+        "epochs_per_trial": epochs,
+        "target": "> 1.0",
+    }
+
+
 def environment() -> dict[str, Any]:
     return {
         "python": platform.python_version(),
@@ -157,10 +195,9 @@ def environment() -> dict[str, Any]:
 def markdown(results: dict[str, Any]) -> str:
     lines = ["| case | ratio | lightopt | baseline | target |", "| --- | --- | --- | --- | --- |"]
     for name, r in results["cases"].items():
-        raw = [(k, v) for k, v in r.items() if k.endswith("_per_s")]
-        lo = next((v for k, v in raw if k.startswith("lightopt")), "")
-        pl = next((v for k, v in raw if k.startswith("plain")), "")
-        unit = raw[0][0].split("_", 1)[1].replace("_", " ") if raw else ""
+        # the first two rates of a case: lightopt's (or the variant measured), then the baseline's
+        (k1, lo), (k2, pl) = [(k, v) for k, v in r.items() if "_per_" in k][:2]
+        unit = k1.split("_", 1)[1].replace("_", " ")
         lines.append(f"| {name} | {r['ratio']} | {lo} {unit} | {pl} {unit} | {r.get('target', '')} |")
     env = results["environment"]
     lines.append("")
@@ -178,9 +215,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     warnings.filterwarnings("ignore")
     work = args.out.parent / "bench-work"
     work.mkdir(parents=True, exist_ok=True)
-    cases = {"cpu_digits": cpu_digits(args.small, work), "cpu_digits_wandb": cpu_digits_wandb(args.small, work)}
     if args.gpu and not torch.cuda.is_available():
         parser.error("--gpu needs a CUDA device")
+    cases = {"cpu_digits": cpu_digits(args.small, work), "cpu_digits_wandb": cpu_digits_wandb(args.small, work),
+             "cpu_sweep_parallel": sweep_parallel(args.small, work)}
+    if args.gpu:
+        cases["gpu_sweep_parallel"] = sweep_parallel(args.small, work, accelerator="gpu")
     results = {"cases": cases, "environment": environment(), "small": args.small}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(cases | {"environment": results["environment"]}, indent=2) + "\n")

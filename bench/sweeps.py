@@ -1,12 +1,12 @@
 """Benchmarks of the sweeper on digits: which sampler finds the best, and what pruning saves.
 
-    python bench/sweeps.py [--small] [--out FILE]
+    python bench/sweeps.py [--small] [--only samplers|pruning] [--out FILE]
 
 1. ``samplers``: the best val/acc found by random, TPE and GP search with the same trial budget over the
    same space, median over seeds.
-2. ``pruning``: a TPE sweep with and without a median pruner at the same trial count and seed: total
-   training steps, wall time and best value. Target: the same best value (within noise) with at most half
-   the steps.
+2. ``pruning``: a TPE sweep without a pruner and with each shipped pruner (median, percentile, successive
+   halving, hyperband) at the same trial count and seed: total training steps, wall time and best value.
+   Target: the same best value (within noise) with at most half the steps.
 
 Each sweep is a real ``python train.py -m ...`` in a subprocess; results are read from its ``trials.csv``.
 """
@@ -69,9 +69,12 @@ def samplers(work: Path, n_trials: int, epochs: int, seeds: list[int]) -> dict[s
     }
 
 
-def pruning(work: Path, n_trials: int, epochs: int, seed: int) -> dict[str, Any]:
+PRUNERS = ("none", "median", "percentile", "successive_halving", "hyperband")
+
+
+def pruning(work: Path, n_trials: int, epochs: int, seed: int, pruners: tuple[str, ...] = PRUNERS) -> dict[str, Any]:
     figures = {}
-    for pruner in ("none", "median"):
+    for pruner in pruners:
         start = time.perf_counter()
         trials = sweep(work, f"prune-{pruner}", [f"hydra/sweeper/pruner={pruner}", f"hydra.sweeper.seed={seed}",
                                                  f"hydra.sweeper.n_trials={n_trials}", f"trainer.max_epochs={epochs}"])
@@ -81,13 +84,14 @@ def pruning(work: Path, n_trials: int, epochs: int, seed: int) -> dict[str, Any]
             "sweep_seconds": round(time.perf_counter() - start, 1),
             "pruned_trials": sum(t["state"] == "PRUNED" for t in trials),
         }
-    none, median = figures["none"], figures["median"]
+    base = figures["none"]["training_steps"]
+    for pruner, fig in figures.items():
+        fig["steps_ratio"] = round(fig["training_steps"] / base, 3)
     return {
         "n_trials": n_trials,
         "epochs": epochs,
-        "without_pruning": none,
-        "with_median_pruner": median,
-        "steps_ratio": round(median["training_steps"] / none["training_steps"], 3),
+        "seed": seed,
+        "pruners": figures,
         "target": "steps_ratio <= 0.5 at a comparable best value",
     }
 
@@ -96,13 +100,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--small", action="store_true", help="tiny budgets: only checks that it works")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "sweeps.json")
+    parser.add_argument("--only", choices=("samplers", "pruning"), help="run one of the two benchmarks")
     args = parser.parse_args(argv)
+    results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        if args.small:
-            results = {"samplers": samplers(work, 3, 1, [0]), "pruning": pruning(work, 4, 2, 0)}
-        else:
-            results = {"samplers": samplers(work, 20, 3, [0, 1, 2]), "pruning": pruning(work, 30, 8, 0)}
+        if args.only in (None, "samplers"):
+            results["samplers"] = samplers(work, 3, 1, [0]) if args.small else samplers(work, 20, 3, [0, 1, 2])
+        if args.only in (None, "pruning"):
+            results["pruning"] = (pruning(work, 4, 2, 0, ("none", "median")) if args.small
+                                  else pruning(work, 30, 8, 0))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))

@@ -16,4 +16,7 @@ def test_small_cpu_benchmark_writes_ratios(tmp_path):
     case = data["cpu_digits"]
     assert case["lightopt_steps_per_s"] > 0 and case["plain_steps_per_s"] > 0
     assert abs(case["ratio"] - case["lightopt_steps_per_s"] / case["plain_steps_per_s"]) < 0.01
-    assert "cpu_digits" in out.with_suffix(".md").read_text()
+    sweeps = data["cpu_sweep_parallel"]
+    assert sweeps["parallel_trials_per_min"] > 0 and sweeps["sequential_trials_per_min"] > 0
+    table = out.with_suffix(".md").read_text()
+    assert "| cpu_digits |" in table and "| cpu_sweep_parallel |" in table

@@ -247,16 +247,33 @@ def test_auto_fused_rule():
         return types.SimpleNamespace(device=torch.device(device), is_floating_point=lambda: floating)
 
     assert auto_fused([fake("cuda"), fake("cuda")]) is True
-    assert auto_fused([fake("cuda"), fake("cpu")]) is None
+    assert auto_fused([fake("cpu"), fake("cpu")]) is True
+    assert auto_fused([fake("cuda"), fake("cpu")]) is None  # one kernel cannot span device types
     assert auto_fused([fake("cuda", floating=False)]) is None
+    assert auto_fused([fake("meta")]) is None  # no fused kernels there
     assert auto_fused([]) is None
 
 
-def test_fused_stays_default_on_cpu_and_explicit_wins():
-    assert all(g["fused"] is None for g in create_optimizer(mlp(), load("adamw")).param_groups)
+def test_fused_is_the_default_where_the_class_has_it_and_explicit_wins():
+    assert all(g["fused"] is True for g in create_optimizer(mlp(), load("adamw")).param_groups)
+    for name in ("sgd", "momentum", "adam", "adagrad"):
+        assert create_optimizer(mlp(), load(name)).param_groups[0]["fused"] is True, name
     opt = create_optimizer(mlp(), {**load("adamw"), "fused": False})
     assert all(g["fused"] is False for g in opt.param_groups)
     assert "fused" not in create_optimizer(mlp(), load("rmsprop")).param_groups[0]
+
+
+def test_fused_cpu_step_matches_the_per_tensor_step():
+    a, b = mlp(), mlp()  # same seed: same weights
+    opts = [create_optimizer(a, load("adamw")), create_optimizer(b, {**load("adamw"), "fused": False})]
+    x = torch.randn(16, 8)
+    for _ in range(5):
+        for model, opt in zip((a, b), opts):
+            opt.zero_grad()
+            model(x).square().mean().backward()
+            opt.step()
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
 
 
 def test_fused_choice_reaches_the_optimizer(monkeypatch):

@@ -1,0 +1,63 @@
+"""DDP inside sweeps: every rank of a trial runs that trial's config, in that trial's directory."""
+
+import csv
+import json
+import re
+
+import pytest
+
+from lightopt.distributed import rank_command
+from tests.conftest import run_cli
+
+
+def test_rank_command_is_a_single_run_of_the_trial_in_its_directory(tmp_path):
+    cmd = rank_command(
+        ["python", "/src/train.py"],
+        ["trainer=ddp_cpu", "optimizer.lr=0.0123", "optimizer=adam"],
+        ["hydra.sweep.dir=multirun/x", "hydra/sweeper/sampler=tpe", "hydra.sweeper.n_trials=8",
+         "hydra.sweeper.storage=sqlite:///multirun/x/optuna.db", "hydra.sweeper.study_name=train-1",
+         "hydra.sweeper.trial=3"],
+        tmp_path / "3", "train", 1,
+    )
+    assert cmd[:2] == ["python", "/src/train.py"]
+    assert "-m" not in cmd and "--multirun" not in cmd
+    # the trial's values and the keys through which a rank finds its Optuna trial ...
+    assert {"trainer=ddp_cpu", "optimizer.lr=0.0123", "optimizer=adam", "hydra.sweeper.trial=3",
+            "hydra.sweeper.study_name=train-1", "hydra.sweeper.storage=sqlite:///multirun/x/optuna.db"} <= set(cmd)
+    # ... but nothing of the sweep itself
+    assert not any(c.startswith(("hydra.sweep.dir", "hydra/sweeper/sampler", "hydra.sweeper.n_trials")) for c in cmd)
+    assert f'hydra.run.dir="{(tmp_path / "3").resolve()}"' in cmd
+    assert "hydra.job.name=train_rank1" in cmd and "hydra.output_subdir=null" in cmd
+
+
+def rank_lines(log_text: str) -> list[tuple[str, str, int]]:
+    """(metric value, status, step) of the 'rank N: ...' line of a non-zero rank's log."""
+    return [(v, s, int(n)) for v, s, n in re.findall(r"rank \d+: val/acc = (\S+) \((\w+)\) at step (\d+)", log_text)]
+
+
+@pytest.mark.slow
+def test_ddp_trials_of_a_sweep_each_run_in_one_directory_with_agreeing_ranks(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    proc = run_cli("-m", "trainer=ddp_cpu", "logger=csv", "trainer.max_epochs=2", "trainer.enable_progress_bar=false",
+                   "trainer.enable_model_summary=false", "checkpoint.enabled=false", "hydra/sweeper/sampler=grid",
+                   "optimizer.lr=choice(0.001,0.003)", f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(sweep_dir / "trials.csv") as f:
+        trials = list(csv.DictReader(f))
+    assert [t["state"] for t in trials] == ["COMPLETE", "COMPLETE"]
+    assert {d.name for d in sweep_dir.iterdir() if d.is_dir()} == {"0", "1"}
+    # no rank started a sweep or a run directory of its own
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "multirun").exists()
+    values = set()
+    for trial in trials:
+        run_dir = sweep_dir / trial["number"]
+        res = json.loads((run_dir / "results.json").read_text())
+        assert res["status"] == "completed" and res["trial"] == int(trial["number"])
+        # 1437 training rows over 2 ranks: 12 batches of 64 per rank and epoch
+        assert res["global_step"] == 24
+        # rank 1 ran the same trial (its lr), reached the same step and the same reduced objective
+        (value, status, step), = rank_lines((run_dir / "train_rank1.log").read_text())
+        assert (float(value), status, step) == (pytest.approx(res["value"]), "completed", 24)
+        assert float(trial["value"]) == pytest.approx(res["value"])
+        values.add(res["value"])
+    assert len(values) == 2  # two different learning rates, two different results
