@@ -11,6 +11,14 @@ Cases:
   plain loop using ``DataLoader`` over a ``TensorDataset``.
 - ``cpu_digits_wandb``: the same lightopt run with ``logger=wandb`` (offline) over ``logger=none``: what
   tracking costs a small model.
+- ``cpu_optimizer_step`` / ``gpu_optimizer_step`` (``--gpu``: 100 M parameters): the optimizer step alone
+  of every optimizer in ``conf/optimizer``, built by lightopt with its defaults, against the memory-bandwidth
+  bound (bytes each step must read and write per parameter over the bandwidth of a device copy measured in
+  the same run); ``ratio`` is AdamW's share of its bound.
+- ``gpu_gpt`` / ``gpu_gpt_compiled`` (``--gpu``): GPT-2 small (124 M parameters, batch 16 x 1024 tokens,
+  bf16-mixed, fused AdamW, warmup + cosine): lightopt's tokens/s over a plain loop (autocast, the same model
+  and optimizer), eager and with ``torch.compile``, and the model FLOPs utilisation (MFU) of both against
+  the GPU's dense bf16 peak. ``cpu_gpt`` runs the same code on a tiny GPT in float32.
 - ``cpu_sweep_parallel``: trials per minute of a digits sweep (``python train.py -m``) with two trials at a
   time (``hydra/launcher=joblib hydra.sweeper.n_jobs=2``) over one at a time; ``gpu_sweep_parallel`` (with
   ``--gpu``) the same with every trial on the one GPU.
@@ -34,7 +42,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 from omegaconf import OmegaConf
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -181,6 +189,200 @@ def sweep_parallel(small: bool, work: Path, accelerator: str = "cpu") -> dict[st
     }
 
 
+# dense bf16 tensor-core peak, FLOP/s, by device name (SXM parts; the PCIe H100 is lower)
+PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
+GPT2_SMALL = {"vocab_size": 50304, "block_size": 1024, "n_layer": 12, "n_head": 12, "n_embd": 768}
+GPT_TINY = {"vocab_size": 256, "block_size": 64, "n_layer": 2, "n_head": 2, "n_embd": 64}
+
+
+def gpt_flops_per_token(model: nn.Module, cfg: dict[str, int]) -> float:
+    """Training FLOPs per token, 6 N + 12 L T C: 6 per parameter (position embedding excluded), plus attention."""
+    n = sum(p.numel() for p in model.parameters()) - model.wpe.weight.numel()
+    return 6 * n + 12 * cfg["n_layer"] * cfg["block_size"] * cfg["n_embd"]
+
+
+def token_batches(cfg: dict[str, int], batch: int, count: int, device: torch.device) -> list[tuple[Tensor, Tensor]]:
+    g = torch.Generator().manual_seed(0)
+    data = torch.randint(0, cfg["vocab_size"], (count, batch, cfg["block_size"] + 1), generator=g)
+    return [(w[:, :-1].to(device), w[:, 1:].to(device)) for w in data]
+
+
+def plain_gpt(cfg: dict[str, int], batches: list, steps: int, device: torch.device, compiled: bool) -> float:
+    """Tokens/s of a plain loop: autocast bf16 on CUDA, fused AdamW, cosine, the same model."""
+    from lightopt.models import GPT
+
+    torch.manual_seed(0)
+    model = GPT(**cfg).to(device)
+    if compiled:
+        model.compile()
+    opt = torch.optim.AdamW(model.parameters(), lr=6e-4, weight_decay=0.1, fused=True)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    cuda = device.type == "cuda"
+    warm = min(3, steps // 2)
+    for i in range(steps):
+        if i == warm:  # after compilation and allocator warm-up
+            torch.cuda.synchronize() if cuda else None
+            start = time.perf_counter()
+        x, y = batches[i % len(batches)]
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+            logits = model(x)
+            loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        loss.backward()
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+    torch.cuda.synchronize() if cuda else None
+    return (steps - warm) * x.numel() / (time.perf_counter() - start)
+
+
+class Cycle:
+    """``steps`` batches cycling through ``batches``: one epoch of a loader (a list would be several loaders)."""
+
+    def __init__(self, batches: list, steps: int) -> None:
+        self.batches, self.steps = batches, steps
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self):
+        return (self.batches[i % len(self.batches)] for i in range(self.steps))
+
+
+class TokenTimer(Callback):
+    """Tokens/s of training from the ``warm``-th step on."""
+
+    def __init__(self, warm: int) -> None:
+        self.warm = warm
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.warm and not hasattr(self, "start"):
+            torch.cuda.synchronize() if pl_module.device.type == "cuda" else None
+            self.start, self.tokens = time.perf_counter(), batch[0].numel()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        torch.cuda.synchronize() if pl_module.device.type == "cuda" else None
+        self.tokens_per_s = (trainer.global_step - self.warm) * self.tokens / (time.perf_counter() - self.start)
+
+
+def lightopt_gpt(cfg: dict[str, int], batches: list, steps: int, device: torch.device, compiled: bool) -> float:
+    """Tokens/s of lightopt's path: LitModel (language modeling), its AdamW + schedule, Lightning's loop."""
+    from lightopt.models import GPT
+    from lightopt.speed import configure
+
+    torch.manual_seed(0)
+    model = GPT(**cfg)
+    trainer_cfg = configure(OmegaConf.create({"accelerator": "gpu" if device.type == "cuda" else "cpu",
+                                              "precision": "auto", "compile": compiled}), model)
+    optimizer = OmegaConf.create({"_target_": "torch.optim.AdamW", "lr": 6e-4})
+    schedule = OmegaConf.create({"name": "cosine", "warmup": 0, "min_lr": 0.0, "total_steps": None})
+    module = LitModel(model, nn.CrossEntropyLoss(), optimizer, schedule,
+                      regularization={"weight_decay": 0.1}, task="language_modeling")
+    warm = min(3, steps // 2)
+    timer = TokenTimer(warm)
+    trainer = L.Trainer(devices=1, max_steps=steps, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                        num_sanity_val_steps=0, callbacks=[timer], **OmegaConf.to_container(trainer_cfg))
+    trainer.fit(module, train_dataloaders=Cycle(batches, steps))
+    return timer.tokens_per_s
+
+
+def gpt_case(device: torch.device, small: bool, compiled: bool) -> dict[str, Any]:
+    from lightopt.models import GPT
+
+    cfg = GPT_TINY if device.type == "cpu" else GPT2_SMALL
+    batch, steps, rounds = (8, 8, 1) if device.type == "cpu" else ((16, 10, 1) if small else (16, 40, 3))
+    batches = token_batches(cfg, batch, 4, device)
+    ours, plain = [], []
+    for _ in range(rounds):
+        plain.append(plain_gpt(cfg, batches, steps, device, compiled))
+        ours.append(lightopt_gpt(cfg, batches, steps, device, compiled))
+    lo, pl = statistics.median(ours), statistics.median(plain)
+    flops = gpt_flops_per_token(GPT(**cfg), cfg)
+    name = torch.cuda.get_device_name(0) if device.type == "cuda" else ""
+    peak = next((v for k, v in PEAK_BF16.items() if k in name), None)
+    out = {
+        "ratio": round(lo / pl, 3),
+        "lightopt_tokens_per_s": round(lo),
+        "plain_tokens_per_s": round(pl),
+        "params": sum(p.numel() for p in GPT(**cfg).parameters()),
+        "batch": [batch, cfg["block_size"]],
+        "compiled": compiled,
+        "target": ">= 0.98; MFU >= 0.45",
+    }
+    if peak:
+        out["lightopt_mfu"] = round(lo * flops / peak, 3)
+        out["plain_mfu"] = round(pl * flops / peak, 3)
+    return out
+
+
+# Bytes per parameter an optimizer step must move in float32: the parameter and its gradient are read, the
+# parameter written, and each state tensor read and written (AdamW: p, g, m, v read + p, m, v written = 28).
+STEP_BYTES = {
+    "sgd": 12, "momentum": 20, "nesterov": 20, "rmsprop": 20, "adagrad": 20, "adam": 28, "adamw": 28,
+    "adamax": 28, "nadam": 28, "radam": 28, "adadelta": 28,
+    # factored second moment: rows + columns only; Muon's Newton-Schulz iterations are matmuls (compute-bound)
+    "adafactor": 12, "muon": 20,
+}
+
+
+def copy_bandwidth(device: torch.device, nbytes: int) -> float:
+    """Bytes per second of a device-to-device copy (each copy reads and writes ``nbytes``)."""
+    src = torch.empty(nbytes // 4, device=device)
+    dst = torch.empty_like(src)
+    seconds = timed(lambda: dst.copy_(src), device, repeat=10)
+    return 2 * nbytes / seconds
+
+
+def timed(fn: Any, device: torch.device, repeat: int, warmup: int = 3) -> float:
+    """Median seconds of ``fn()`` on ``device``."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        sync()
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def optimizer_step(device: torch.device, n_params: int, repeat: int) -> dict[str, Any]:
+    """Each optimizer's step time on ``n_params`` parameters against its memory-bandwidth bound."""
+    from lightopt.optimizers import create_optimizer
+
+    width = 2048 if n_params >= 2048 * 2048 * 4 else 512
+    layers = max(1, round(n_params / (width * width)))
+    model = nn.Sequential(*[nn.Linear(width, width, bias=False) for _ in range(layers)]).to(device)
+    n = sum(p.numel() for p in model.parameters())
+    # at least 256 MiB, so that the copy streams through memory rather than a CPU's caches
+    bandwidth = copy_bandwidth(device, max(4 * n, 2**28))
+    figures = {}
+    for name in STEP_BYTES:
+        cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "optimizer" / f"{name}.yaml"))
+        opt = create_optimizer(model, cfg)
+        for p in model.parameters():
+            p.grad = torch.randn_like(p)
+        seconds = timed(opt.step, device, repeat)
+        bound = STEP_BYTES[name] * n / bandwidth
+        group = opt.param_groups[0]
+        figures[name] = {"ms": round(1e3 * seconds, 3), "share_of_bound": round(bound / seconds, 3),
+                         "path": "fused" if group.get("fused") else "foreach" if group.get("foreach") else "default"}
+        del opt
+    adamw = figures["adamw"]
+    return {
+        "ratio": adamw["share_of_bound"],
+        "adamw_ms_per_step": adamw["ms"],
+        "bound_ms_per_step": round(1e3 * STEP_BYTES["adamw"] * n / bandwidth, 3),
+        "measures": "AdamW step time over its bound (28 bytes/param at the measured copy bandwidth)",
+        "params": n,
+        "copy_bandwidth_GB_s": round(bandwidth / 1e9, 1),
+        "optimizers": figures,
+        "target": "AdamW >= 0.85 on GPU",
+    }
+
+
 def environment() -> dict[str, Any]:
     return {
         "python": platform.python_version(),
@@ -218,8 +420,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.gpu and not torch.cuda.is_available():
         parser.error("--gpu needs a CUDA device")
     cases = {"cpu_digits": cpu_digits(args.small, work), "cpu_digits_wandb": cpu_digits_wandb(args.small, work),
+             "cpu_optimizer_step": optimizer_step(torch.device("cpu"), 2**20 if args.small else 2**24, 3 if args.small else 10),
+             "cpu_gpt": gpt_case(torch.device("cpu"), args.small, compiled=False),
              "cpu_sweep_parallel": sweep_parallel(args.small, work)}
     if args.gpu:
+        cases["gpu_gpt"] = gpt_case(torch.device("cuda"), args.small, compiled=False)
+        cases["gpu_gpt_compiled"] = gpt_case(torch.device("cuda"), args.small, compiled=True)
+        cases["gpu_optimizer_step"] = optimizer_step(torch.device("cuda"), 10**7 if args.small else 10**8, 20)
         cases["gpu_sweep_parallel"] = sweep_parallel(args.small, work, accelerator="gpu")
     results = {"cases": cases, "environment": environment(), "small": args.small}
     args.out.parent.mkdir(parents=True, exist_ok=True)

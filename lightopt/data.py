@@ -4,6 +4,8 @@
   contiguous slices), which is several times cheaper than per-sample indexing plus collation.
 - :class:`DigitsDataModule`: scikit-learn's 8x8 handwritten digits (ships with scikit-learn, no download).
 - :class:`RegressionDataModule`: synthetic ``y = w*x + b + noise``, the classic gradient-descent example.
+- :class:`TokensDataModule`: token windows for language modeling from a seeded random sparse Markov chain
+  (:func:`markov_windows`): learnable structure, no download.
 
 A user's own ``LightningDataModule`` works too (``data._target_``); it may expose ``num_features``,
 ``num_outputs`` and ``task`` so models can be sized automatically. Models and losses live elsewhere.
@@ -11,6 +13,7 @@ A user's own ``LightningDataModule`` works too (``data._target_``); it may expos
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import lightning as L
@@ -78,6 +81,8 @@ class _InMemoryDataModule(L.LightningDataModule):
     """Shared plumbing: tensors made in :meth:`_make`, split once, served by :class:`TensorBatches`."""
 
     task: str = "classification"
+    #: drop the last, smaller training batch of an epoch (every step then has the same shape)
+    drop_last_train: bool = False
 
     def __init__(self, batch_size: int, val_fraction: float, split_seed: int, seed: int) -> None:
         super().__init__()
@@ -96,11 +101,15 @@ class _InMemoryDataModule(L.LightningDataModule):
         if self._splits is not None:
             return
         x, y = self._make()
-        g = torch.Generator().manual_seed(self.split_seed)
-        order = torch.randperm(len(x), generator=g)
-        n_val = max(1, round(len(x) * self.val_fraction))
-        val, train = order[:n_val], order[n_val:]
+        train, val = self._split_indices(len(x))
         self._splits = (x[train], y[train], x[val], y[val])
+
+    def _split_indices(self, n: int) -> tuple[Tensor, Tensor]:
+        """(train, val) row indices: a permutation fixed by ``split_seed``, the first share for validation."""
+        g = torch.Generator().manual_seed(self.split_seed)
+        order = torch.randperm(n, generator=g)
+        n_val = max(1, round(n * self.val_fraction))
+        return order[n_val:], order[:n_val]
 
     @property
     def num_train(self) -> int:
@@ -111,8 +120,10 @@ class _InMemoryDataModule(L.LightningDataModule):
         trainer = self.trainer
         rank = trainer.global_rank if trainer is not None else 0
         world = trainer.world_size if trainer is not None else 1
+        # never drop the only batch: a split smaller than one batch still trains
+        drop_last = train and self.drop_last_train and len(x) // world >= self.batch_size
         return TensorBatches(
-            x, y, self.batch_size, shuffle=train, seed=self.seed, rank=rank, world_size=world
+            x, y, self.batch_size, shuffle=train, drop_last=drop_last, seed=self.seed, rank=rank, world_size=world
         )
 
     def train_dataloader(self) -> TensorBatches:
@@ -171,3 +182,160 @@ class RegressionDataModule(_InMemoryDataModule):
         x = torch.rand(self.n_samples, 1, generator=g) * 2 - 1
         y = self.weight * x + self.bias + self.noise * torch.randn(self.n_samples, 1, generator=g)
         return x, y
+
+
+#: most (context, successor) pairs :func:`markov_windows` holds (about 1.5 GB of tables at the limit)
+MAX_TRANSITIONS = 2**26
+
+
+def markov_windows(
+    num_windows: int,
+    length: int,
+    vocab_size: int,
+    *,
+    order: int = 1,
+    branching: int = 4,
+    zipf: float = 1.0,
+    noise: float = 0.05,
+    seed: int = 0,
+    burn_in: int = 32,
+) -> tuple[Tensor, Tensor]:
+    """``num_windows`` independent stretches of ``length`` tokens from one seeded random Markov chain.
+
+    The process: token frequencies follow a Zipf prior ``q(i) ~ 1 / (i + 1)^zipf`` over ``vocab_size`` ids.
+    Each context (the last ``order`` tokens) has ``branching`` successors drawn from ``q`` (with
+    replacement, so a few contexts have fewer distinct ones) with weights from a flat Dirichlet. The next
+    token is one of the context's successors with probability ``1 - noise``, a draw from ``q`` otherwise
+    (which keeps every token reachable). A model that knows the context predicts the next token with a loss
+    near the chain's entropy rate; one that knows only token frequencies cannot beat the unigram entropy.
+
+    Every window starts after ``burn_in`` steps from a uniformly random context, so windows are (close to)
+    stationary and independent of each other. All chains advance together: the loop is over positions,
+    not tokens, so generating millions of tokens takes well under a second per million.
+
+    Returns:
+        ``(tokens, logp)``: ``tokens`` int64 ``(num_windows, length)``; ``logp`` float32
+        ``(num_windows, length - 1)``, the log-probability under the true process of each token given its
+        context (``-logp.mean()`` is the loss of the best possible model on these windows, in nats).
+    """
+    if order < 1 or branching < 1 or vocab_size < 2 or length < 2:
+        raise ValueError("markov_windows needs order >= 1, branching >= 1, vocab_size >= 2, length >= 2")
+    n_contexts = vocab_size**order
+    if n_contexts * branching > MAX_TRANSITIONS:
+        raise ValueError(
+            f"data.order={order}: vocab_size**order * branching = {n_contexts * branching} transitions is too "
+            f"many to hold; allowed: at most {MAX_TRANSITIONS}"
+        )
+    g = torch.Generator().manual_seed(seed)
+    prior = torch.arange(1, vocab_size + 1, dtype=torch.float64).pow(-float(zipf))
+    prior /= prior.sum()
+    successors = torch.multinomial(prior.float(), n_contexts * branching, replacement=True, generator=g)
+    successors = successors.view(n_contexts, branching)
+    weights = -torch.rand(n_contexts, branching, generator=g, dtype=torch.float64).clamp_min(1e-12).log()
+    weights /= weights.sum(1, keepdim=True)  # flat Dirichlet: normalized exponential variates
+    cum = weights.cumsum(1)
+    cum[:, -1] = 1.0
+
+    steps = burn_in + length
+    context = torch.randint(0, vocab_size, (num_windows, order), generator=g)
+    place = torch.tensor([vocab_size**i for i in range(order)])  # context id = sum(token_i * V^i)
+    tokens = torch.empty(num_windows, length, dtype=torch.long)
+    logp = torch.empty(num_windows, length - 1, dtype=torch.float32)
+    rows = torch.arange(num_windows)
+    log_noise_prior = torch.log(noise * prior) if noise > 0 else None
+    for step in range(steps):
+        ctx = (context * place).sum(1)
+        slot = torch.searchsorted(cum[ctx], torch.rand(num_windows, 1, generator=g, dtype=torch.float64))
+        nxt = successors[ctx, slot.squeeze(1).clamp_max(branching - 1)]
+        if noise > 0:
+            jump = torch.rand(num_windows, generator=g) < noise
+            nxt = torch.where(jump, torch.multinomial(prior.float(), num_windows, replacement=True, generator=g), nxt)
+        pos = step - burn_in  # position of the current context's last token in the window
+        if pos >= 0:
+            if pos == 0:
+                tokens[:, 0] = context[:, -1]
+            if pos + 1 < length:
+                p = ((successors[ctx] == nxt[:, None]) * weights[ctx]).sum(1) * (1.0 - noise)
+                if log_noise_prior is not None:
+                    p = p + noise * prior[nxt]
+                logp[rows, pos] = p.log().float()
+                tokens[:, pos + 1] = nxt
+            else:
+                break
+        context = torch.cat([context[:, 1:], nxt[:, None]], dim=1)
+    return tokens, logp
+
+
+class TokensDataModule(_InMemoryDataModule):
+    """Language modeling on a synthetic token stream: windows ``x`` of ``block_size`` tokens, ``y = x`` shifted by one.
+
+    The tokens come from a seeded random sparse Markov chain (:func:`markov_windows`), so there is structure
+    to learn and nothing to download. ``num_tokens // (block_size + 1)`` independent windows are generated
+    (each gives ``x = w[:-1]``, ``y = w[1:]``) and split into train and validation by window, with
+    ``split_seed``; batches are served by :class:`TensorBatches` (shuffled per epoch with ``seed``, sharded
+    across DDP ranks), the last incomplete training batch dropped so every step has the same shape.
+
+    Two reference losses, in nats per token, are attributes after :meth:`setup`: ``unigram_entropy`` (the
+    entropy of the training tokens' frequencies: the loss of the best model that ignores context) and
+    ``entropy_rate`` (the mean ``-log p(y | context)`` of the validation targets under the true process: the
+    loss of the best possible model). A context-free model starts at ``log(vocab_size)``.
+    """
+
+    task = "language_modeling"
+    drop_last_train = True
+
+    def __init__(
+        self,
+        vocab_size: int = 256,
+        block_size: int = 64,
+        num_tokens: int = 250_000,
+        order: int = 1,
+        branching: int = 4,
+        zipf: float = 1.0,
+        noise: float = 0.05,
+        batch_size: int = 32,
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(batch_size, val_fraction, split_seed, seed)
+        checks = (("vocab_size", vocab_size, 2), ("block_size", block_size, 1), ("order", order, 1),
+                  ("branching", branching, 1), ("batch_size", batch_size, 1))
+        for key, value, low in checks:
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"data.{key}={value!r}: allowed: an integer >= {low}")
+        if num_tokens < 2 * (block_size + 1):
+            raise ValueError(f"data.num_tokens={num_tokens!r}: allowed: at least 2 * (block_size + 1) = "
+                             f"{2 * (block_size + 1)} (one training and one validation window)")
+        if not 0.0 <= noise <= 1.0:
+            raise ValueError(f"data.noise={noise!r}: allowed: a probability in [0, 1]")
+        if zipf < 0:
+            raise ValueError(f"data.zipf={zipf!r}: allowed: a number >= 0 (0 = uniform token frequencies)")
+        if vocab_size**order * branching > MAX_TRANSITIONS:
+            raise ValueError(f"data.order={order}: vocab_size**order * branching = {vocab_size**order * branching} "
+                             f"transitions is too many to hold; allowed: at most {MAX_TRANSITIONS}")
+        self.vocab_size, self.block_size, self.num_tokens = vocab_size, block_size, num_tokens
+        self.order, self.branching, self.zipf, self.noise = order, branching, zipf, noise
+        self.num_outputs = vocab_size  # classes of the per-token prediction
+        self.unigram_entropy: float | None = None
+        self.entropy_rate: float | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._splits is not None:
+            return
+        windows, logp = markov_windows(
+            self.num_tokens // (self.block_size + 1), self.block_size + 1, self.vocab_size, order=self.order,
+            branching=self.branching, zipf=self.zipf, noise=self.noise, seed=self.split_seed,
+        )
+        train, val = self._split_indices(len(windows))
+        x, y = windows[:, :-1], windows[:, 1:]
+        self._splits = (x[train], y[train], x[val], y[val])
+        freq = torch.bincount(y[train].reshape(-1), minlength=self.vocab_size).double()
+        freq = freq[freq > 0] / freq.sum()
+        self.unigram_entropy = float(-(freq * freq.log()).sum())
+        self.entropy_rate = float(-logp[val].double().mean())
+
+    @property
+    def uniform_entropy(self) -> float:
+        """``log(vocab_size)``: the loss of a model that predicts every token equally likely."""
+        return math.log(self.vocab_size)

@@ -3,7 +3,9 @@
 It logs ``train/loss`` and ``train/penalty`` (when an explicit L1/L2 penalty is on) as means over the last
 ``trainer.log_every_n_steps`` optimizer steps, the learning rate of every param group each optimizer step
 (``train/lr``, and ``train/lr/<group>`` when there are several; to W&B once per interval), ``val/loss`` and, for classification,
-``val/acc``. Building the optimizer and schedule is delegated to
+``val/acc``. For language modeling (``task="language_modeling"``: logits ``(B, T, V)``, targets ``(B, T)``) the
+loss is over all ``B*T`` positions, ``val/acc`` is next-token accuracy and ``val/ppl`` the perplexity
+``exp(val/loss)``. Building the optimizer and schedule is delegated to
 :func:`lightopt.plugin.configure_optimizers`; run bookkeeping (results.json) lives in :mod:`lightopt.results`.
 """
 
@@ -23,6 +25,13 @@ from lightopt.regularization import build_penalty
 from lightopt.tracking import is_wandb
 
 
+class MeanPerplexity(torchmetrics.MeanMetric):
+    """``exp`` of the (weighted) mean of the per-token losses it is given: perplexity, synced across ranks."""
+
+    def compute(self) -> Tensor:
+        return super().compute().exp()
+
+
 class LitModel(L.LightningModule):
     """Supervised training of ``model`` under ``loss``.
 
@@ -30,7 +39,9 @@ class LitModel(L.LightningModule):
         model: the network.
         loss: the criterion, ``loss(model(x), y)``.
         optimizer, schedule, regularization, lr_multipliers: lightopt config sections.
-        task: ``"classification"`` (adds accuracy) or ``"regression"``.
+        task: ``"classification"`` (adds accuracy), ``"regression"`` or ``"language_modeling"`` (the model
+            maps ``(B, T)`` token ids to ``(B, T, V)`` logits, the loss takes them flattened to ``(B*T, V)``
+            and ``(B*T,)``; adds next-token accuracy ``val/acc`` and perplexity ``val/ppl``).
         num_classes: number of classes for accuracy.
         seed: when set, the global RNG is reseeded from ``(seed, epoch)`` at each epoch start, so dropout
             masks, like the data order, do not depend on whether the run was resumed.
@@ -62,18 +73,38 @@ class LitModel(L.LightningModule):
         self.seed = seed
         self.divergence_check_every = max(1, divergence_check_every)
         self.penalty = build_penalty(self.model, regularization) if regularization is not None else None
-        self.val_acc = (
+        self.sequence = task == "language_modeling"
+        self.val_acc: torchmetrics.Metric | None = (
             torchmetrics.Accuracy(task="multiclass", num_classes=num_classes)
             if task == "classification" and num_classes
             else None
         )
+        self.val_ppl: MeanPerplexity | None = None
+        if self.sequence:
+            # mean of (prediction == target) over all tokens; no (V,)-sized state, whatever the vocabulary
+            self.val_acc = torchmetrics.MeanMetric()
+            self.val_ppl = MeanPerplexity()
         self.diverged = False
-        # device-side sums of (loss, penalty) since the last write to the loggers, and their count
-        self._sums: Tensor | None = None
+        # sums of (loss, penalty) since the last write to the loggers (on the device, or host floats for a
+        # CPU run), and their count
+        self._sums: Tensor | list[float] | None = None
+        self._train_loss_read: bool | None = None
         self._count = 0
         self._written_at = -1
         self._lr_names: list[str] | None = None
         self._last_lr: dict[str, float] = {}
+
+    # Lightning sets _current_fx_name twice per hook call, about 50 times per training step, and this module
+    # keeps its running sums in attributes: through nn.Module.__setattr__'s parameter/module/buffer checks
+    # that costs about a tenth of a small model's step. These names are never parameters, modules or
+    # buffers, so they are stored directly.
+    _PLAIN_ATTRIBUTES = frozenset({"_current_fx_name", "_sums", "_count", "_last_lr", "_written_at"})
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in LitModel._PLAIN_ATTRIBUTES:
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
@@ -92,15 +123,26 @@ class LitModel(L.LightningModule):
         if self.seed is not None:
             torch.manual_seed(self.seed * 100_003 + self.current_epoch)
 
+    def _flat(self, out: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Language modeling: ``(B, T, V)`` logits and ``(B, T)`` targets as ``(B*T, V)`` and ``(B*T,)``."""
+        if self.sequence:
+            return out.reshape(-1, out.shape[-1]), y.reshape(-1)
+        return out, y
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
-        loss = self.loss_fn(self.model(x), y)
+        loss = self.loss_fn(*self._flat(self.model(x), y))
         penalty = self.penalty() if self.penalty else None
         total = loss if penalty is None else loss + penalty
         # No self.log here: its per-call bookkeeping costs about as much as a small model's whole step.
-        # Sum on the device instead and read the sums once per logging interval.
-        pair = torch.stack([loss.detach(), total.detach() - loss.detach()]).float()
-        self._sums = pair if self._sums is None else self._sums + pair
+        # Sum on the device instead and read the sums once per logging interval; on the CPU reading a
+        # scalar costs nothing, so Python floats are summed and no tensor op is added to the step.
+        if loss.device.type == "cpu":
+            lv, pv = float(loss.detach()), (float(penalty.detach()) if penalty is not None else 0.0)
+            self._sums = [lv, pv] if self._sums is None else [self._sums[0] + lv, self._sums[1] + pv]
+        else:
+            pair = torch.stack([loss.detach(), total.detach() - loss.detach()]).float()
+            self._sums = pair if self._sums is None else self._sums + pair
         self._count += 1
         return total
 
@@ -112,7 +154,7 @@ class LitModel(L.LightningModule):
         if self._sums is None:
             return
         step = self.global_step
-        on_cpu = self._sums.device.type == "cpu"
+        on_cpu = not isinstance(self._sums, Tensor)
         if step % self.trainer.log_every_n_steps == 0 and step != self._written_at:
             self._written_at = step
             self._write_train_metrics()
@@ -130,16 +172,30 @@ class LitModel(L.LightningModule):
     def _write_train_metrics(self) -> None:
         if self._sums is None or not self._count:
             return
-        loss_sum, penalty_sum = self._sums.tolist()  # the one host sync per logging interval
+        # the one host sync per logging interval (host floats already on the CPU)
+        loss_sum, penalty_sum = self._sums.tolist() if isinstance(self._sums, Tensor) else self._sums
         self._check_finite(loss_sum)
         metrics = {"train/loss": loss_sum / self._count}
         if self.penalty:
             metrics["train/penalty"] = penalty_sum / self._count
         self._sums, self._count = None, 0
-        self.log("train/loss", metrics["train/loss"], prog_bar=True, logger=False)
+        if self._train_loss_read is None:
+            self._train_loss_read = self._train_loss_is_read()
+        if self._train_loss_read:
+            self.log("train/loss", metrics["train/loss"], prog_bar=True, logger=False)
         step = max(self.global_step - 1, 0)
         for logger in self.loggers:
             logger.log_metrics({**self._last_lr, **metrics} if is_wandb(logger) else metrics, step=step)
+
+    def _train_loss_is_read(self) -> bool:
+        """Whether anything reads ``train/loss`` from the trainer: a progress bar, or a schedule, checkpoint,
+        early-stopping or objective monitoring a ``train/`` metric. Only then is it passed through
+        ``self.log``, which costs about a millisecond per call."""
+        trainer = self.trainer
+        names = {(self.schedule_cfg or {}).get("monitor")}
+        names |= {getattr(cb, attr, None) for cb in trainer.callbacks for attr in ("monitor", "objective")}
+        return trainer.progress_bar_callback is not None or any(
+            isinstance(n, str) and n.startswith("train/") for n in names)
 
     def _log_lr(self, optimizer: torch.optim.Optimizer) -> None:
         # Learning rates are Python floats already on the host: hand them straight to the loggers every
@@ -159,8 +215,15 @@ class LitModel(L.LightningModule):
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
-        out = self.model(x)
-        self.log("val/loss", self.loss_fn(out, y), prog_bar=True, sync_dist=True, batch_size=len(x))
-        if self.val_acc is not None:
+        out, y = self._flat(self.model(x), y)
+        loss = self.loss_fn(out, y)
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=len(x))
+        if self.sequence:
+            assert self.val_acc is not None and self.val_ppl is not None
+            self.val_acc.update((out.argmax(-1) == y).float().mean(), weight=y.numel())
+            self.val_ppl.update(loss.detach().float(), weight=y.numel())
+            self.log("val/acc", self.val_acc, prog_bar=True, batch_size=len(x))
+            self.log("val/ppl", self.val_ppl, batch_size=len(x))
+        elif self.val_acc is not None:
             self.val_acc(out, y)
             self.log("val/acc", self.val_acc, prog_bar=True, batch_size=len(x))

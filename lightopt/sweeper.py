@@ -63,9 +63,11 @@ Parallel trials, GPUs, clusters
 
 Outputs in ``hydra.sweep.dir``
     ``optimization_results.yaml`` (``name: optuna``, ``best_params``, ``best_value``, or ``solutions``, the
-    Pareto front, for several objectives), ``trials.csv`` (``number``, ``state``, ``value`` or
-    ``value_<objective>``, one column per parameter, ``steps``, ``seconds``, ``status``, ``run_dir``), both
-    rewritten after every trial; ``multirun.yaml``; the study database (``optuna-dashboard
+    Pareto front, for several objectives, with ``study_name`` and ``storage``), ``trials.csv`` (``number``,
+    ``state``, ``value`` or ``value_<objective>``, one column per parameter, ``steps``, ``seconds``,
+    ``status``, ``run_dir``), both rewritten after every trial; at the end (stopped sweeps included, unless
+    ``report: false``) ``report.html`` and its pictures (:mod:`lightopt.report`), and a W&B ``sweep-summary``
+    run when the trials logged to W&B; ``multirun.yaml``; the study database (``optuna-dashboard
     sqlite:///<sweep dir>/optuna.db``); one run directory per trial. A sweep directory holds one study: a
     different search (other space, fixed overrides or directions) in it is refused, as its trial numbers,
     hence run directories, would collide.
@@ -517,7 +519,11 @@ class OptunaSweeper(Sweeper):
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         from hydra.core.plugins import Plugins
 
+        from lightopt.distributed import ENTRY_POINT_ENV, entry_point
+
         self.hydra_context, self.config = hydra_context, config
+        # a DDP trial run by a parallel launcher's worker starts its extra ranks with this program's command
+        os.environ.setdefault(ENTRY_POINT_ENV, json.dumps(entry_point()))
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config)
 
@@ -691,7 +697,10 @@ class OptunaSweeper(Sweeper):
                      else "") for p in space.params) or "(none)", " ".join(space.fixed) or "(none)")
             run = _Run(self, study, storage, lock, space, custom, n_trials, directions, objectives,
                        sweep_dir, storage_url, study_name, grid_kind, grid_points)
-            return run.loop()
+            try:
+                return run.loop()
+            finally:  # stopped sweeps (failures, Ctrl-C) get their report too
+                run.report()
         finally:
             lock.close()
 
@@ -994,6 +1003,20 @@ class _Run:
                  self.sweep_dir)
         print_summary(self.study, trials, self.space, self.objectives)
         return returns
+
+    def report(self) -> None:
+        """``report.html`` and its pictures, and the W&B sweep-summary run when the trials used W&B.
+
+        Never fails the sweep (:func:`lightopt.report.after_sweep` turns problems into a warning).
+        """
+        if not self.cfg.get("report", True):
+            return
+        try:
+            from lightopt.report import after_sweep
+
+            after_sweep(self.sweep_dir, self.study, [self.s.config, *self.composed.values()])
+        except Exception as err:  # noqa: BLE001 - e.g. matplotlib missing
+            log.warning("no sweep report: %s", _error_text(err))
 
     @contextlib.contextmanager
     def _sigint_flag(self) -> Iterator[None]:

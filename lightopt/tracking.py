@@ -5,6 +5,9 @@
   otherwise, printing one line on how to upload; its files go into the run directory.
 - :func:`run_name` / :func:`run_tags` derive a readable name and tags from the Hydra overrides and choices.
 - :func:`redact` hides passwords and keys before a config leaves the machine.
+- In a sweep each trial's run has ``group`` = the study name and ``job_type`` = ``trial``
+  (:func:`hydra_context`); :func:`log_sweep_summary` adds one ``sweep-summary`` run to that group at the
+  end (the trials table and the report's pictures, called through :func:`lightopt.report.after_sweep`).
 
 Which loggers a run has is configuration (``conf/logger/``); training itself lives in :mod:`lightopt.train`.
 """
@@ -27,6 +30,7 @@ _URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]+:)(?P<pw>[^@\
 # groups whose choice names a run better than its keys do, in the order they appear in a name
 NAMING_GROUPS = ("optimizer", "schedule")
 TAG_GROUPS = ("optimizer", "schedule", "model", "data")
+TRIAL_JOB_TYPE, SUMMARY_JOB_TYPE = "trial", "sweep-summary"  # W&B job types in a sweep (group = study name)
 
 
 def has_wandb_credentials() -> bool:
@@ -90,9 +94,11 @@ def hydra_context() -> dict[str, Any]:
     hc = HydraConfig.get()
     choices = dict(hc.runtime.choices)
     context: dict[str, Any] = {"name": run_name(list(hc.overrides.task), choices), "tags": run_tags(choices)}
-    sweeper = hc.get("sweeper") or {}
-    if sweeper.get("trial") is not None:
-        context |= {"group": sweeper.get("study_name"), "job_type": "trial"}
+    from lightopt.pruning import current_sweep_trial
+
+    sweep = current_sweep_trial()
+    if sweep is not None:  # a sweep's trials form one W&B group, with the sweep-summary run
+        context |= {"group": sweep.study_name, "job_type": TRIAL_JOB_TYPE}
     return context
 
 
@@ -137,6 +143,50 @@ def wandb_logger(
         log_model=log_model,
         settings=_quiet_settings(),
     )
+
+
+def log_sweep_summary(
+    save_dir: str | Path,
+    group: str,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    images: Mapping[str, str | Path] | None = None,
+    summary: Mapping[str, Any] | None = None,
+    project: str = "lightopt",
+    entity: str | None = None,
+    mode: str = "auto",
+    tags: Iterable[str] = (),
+) -> Path | None:
+    """One W&B run for a whole sweep: job type ``sweep-summary`` in the trials' ``group`` (the study name).
+
+    Logs the trials as a ``wandb.Table`` (``columns``/``rows``), each of ``images`` (name -> PNG) as a
+    ``wandb.Image`` under ``report/<name>``, and ``summary`` (best value and params...) into the run's
+    summary, then finishes the run. Mode as for the trials (:func:`resolve_mode`: offline without
+    credentials, never a prompt); files go to ``save_dir/wandb``. Returns the run's directory, or None
+    when the mode is ``disabled``.
+    """
+    import wandb
+
+    resolved = resolve_mode(mode)
+    if resolved == "disabled":
+        return None
+    save_dir = Path(save_dir)
+    save_dir.mkdir(parents=True, exist_ok=True)
+    run = wandb.init(project=project, entity=entity, dir=str(save_dir), mode=resolved, group=group,
+                     job_type=SUMMARY_JOB_TYPE, name=f"{group}-summary", tags=sorted(set(tags)) or None,
+                     settings=_quiet_settings(), reinit="create_new")
+    try:
+        data: dict[str, Any] = {"trials": wandb.Table(columns=list(columns), data=[list(r) for r in rows],
+                                                      allow_mixed_types=True)}
+        data |= {f"report/{name}": wandb.Image(str(path)) for name, path in (images or {}).items()}
+        run.log(data)
+        run.summary.update(redact({k: v for k, v in (summary or {}).items() if v is not None}))
+        run_dir = Path(run.dir).parent  # <save_dir>/wandb/<offline-run-...>/files -> the run's directory
+    finally:
+        run.finish()
+    if resolved == "offline":
+        print(f"W&B: sweep summary logged offline to {run_dir}; upload with: wandb sync {run_dir}", flush=True)
+    return run_dir
 
 
 def _quiet_settings() -> Any:

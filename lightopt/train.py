@@ -21,7 +21,8 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from lightopt import tracking
+from lightopt import console, speed, tracking, tune
+from lightopt.distributed import trial_ranks_in_job_dir
 from lightopt.errors import ConfigError
 from lightopt.module import LitModel
 from lightopt.optimizers import create_optimizer
@@ -59,6 +60,8 @@ def check_config(cfg: DictConfig) -> None:
     for section in ("data", "model", "loss", "trainer"):
         _import_target(section, cfg[section])
     check_lr_scaling(cfg)
+    tune.check_tune(cfg)
+    console.settings(cfg)
 
 
 def _positive_int(value: Any) -> bool:
@@ -96,9 +99,11 @@ def lr_scale_factor(rule: str, batch_size: int, world_size: int, accumulate: int
 
 
 def build_model(cfg: DictConfig, datamodule: L.LightningDataModule) -> torch.nn.Module:
-    """Instantiate ``cfg.model``, filling ``in_features``/``out_features`` left null from the data module."""
+    """Instantiate ``cfg.model``, filling ``in_features``/``out_features`` (and a language model's
+    ``vocab_size``/``block_size``) left null from the data module; a model with ``check_data`` checks it."""
     filled: dict[str, Any] = {}
-    for key, attr in (("in_features", "num_features"), ("out_features", "num_outputs")):
+    for key, attr in (("in_features", "num_features"), ("out_features", "num_outputs"),
+                      ("vocab_size", "vocab_size"), ("block_size", "block_size")):
         if key in cfg.model and cfg.model[key] is None:
             if getattr(datamodule, attr, None) is None:
                 datamodule.prepare_data()
@@ -110,7 +115,10 @@ def build_model(cfg: DictConfig, datamodule: L.LightningDataModule) -> torch.nn.
                     f"a number, or a data module with a `{attr}` attribute to take it from",
                 )
             filled[key] = value
-    return instantiate(cfg.model, **filled)
+    model = instantiate(cfg.model, **filled)
+    if callable(getattr(model, "check_data", None)):  # e.g. GPT: data vocab/block sizes fit the model
+        model.check_data(datamodule)
+    return model
 
 
 def _task(datamodule: L.LightningDataModule, loss: torch.nn.Module) -> str:
@@ -222,36 +230,59 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     trial = sweep.attach() if sweep is not None else None
     pruning = OptunaPruning(trial, cfg.objective.metric, cfg.objective.direction) if trial is not None else None
     loggers = _loggers(cfg, out_dir)
+    tune_settings = tune.check_tune(cfg)  # None unless tune=lr_find
+    shown = console.settings(cfg, in_sweep=sweep is not None)
+    summary = [console.RunSummary(cfg, out_dir)] if shown.summary else []  # before the bar: printed above it
     trainer_kwargs: dict[str, Any] = {
-        "callbacks": _callbacks(cfg, out_dir, tracker, pruning) + tracking.callbacks(loggers),
+        "callbacks": _callbacks(cfg, out_dir, tracker, pruning) + tracking.callbacks(loggers) + summary
+        + console.progress_bar_callbacks(shown),
+        "enable_progress_bar": shown.progress_bar != "none",
         "logger": loggers or False,
         "default_root_dir": str(out_dir),
     }
     if not cfg.checkpoint.get("enabled", True):
         trainer_kwargs["enable_checkpointing"] = False
     # partial: Hydra would try to turn the callback objects into config nodes
-    trainer: L.Trainer = instantiate(cfg.trainer, _partial_=True)(**trainer_kwargs)
+    trainer_cfg = speed.configure(cfg.trainer, model)  # precision: auto, tf32, compile (lightopt/speed.py)
+    trainer: L.Trainer = instantiate(trainer_cfg, _partial_=True)(**trainer_kwargs)
     # after the trainer: the global batch needs its resolved device count and gradient accumulation
     optimizer_cfg, lr = _scaled_optimizer_cfg(cfg, base_lr, trainer)
-    module = LitModel(
-        model,
-        loss,
-        optimizer=optimizer_cfg,
-        schedule=cfg.schedule,
-        regularization=cfg.regularization,
-        lr_multipliers=cfg.get("lr_multipliers"),
-        task=task,
-        num_classes=getattr(datamodule, "num_outputs", None) if task == "classification" else None,
-        seed=cfg.get("seed"),
-    )
+
+    def make_module(optimizer_cfg: DictConfig) -> LitModel:  # again after tune=lr_find, around the same network
+        return LitModel(
+            model,
+            loss,
+            optimizer=optimizer_cfg,
+            schedule=cfg.schedule,
+            regularization=cfg.regularization,
+            lr_multipliers=cfg.get("lr_multipliers"),
+            task=task,
+            num_classes=getattr(datamodule, "num_outputs", None) if task == "classification" else None,
+            seed=cfg.get("seed"),
+        )
+
+    module = make_module(optimizer_cfg)
+    found: tune.LRFindResult | None = None
 
     if trainer.is_global_zero:
         tracking.log_config(loggers, OmegaConf.to_container(cfg, resolve=True))
     status, failure = "completed", None
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    except ConfigError:
-        raise
+        with trial_ranks_in_job_dir(trainer):  # DDP ranks of a sweep trial run that trial, in its directory
+            if tune_settings is not None:
+                # the range test trains the module it is given: train a fresh one (same restored network)
+                # whose optimizer and schedule are built with the suggestion as lr0
+                found = tune.find_lr(trainer, module, datamodule, tune_settings, out_dir, configured_lr=lr,
+                                     quiet=shown.progress_bar == "none")
+                optimizer_cfg, lr = tune.with_lr(optimizer_cfg, found.suggestion), found.suggestion
+                module = make_module(optimizer_cfg)
+                for callback in summary:
+                    callback.lr_find = found.as_dict()
+                if trainer.is_global_zero:
+                    tune.log_result(loggers, found)
+            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    except ConfigError as err:
+        raise err if found is None else tune.in_context(err, found) from None
     except Exception as err:  # noqa: BLE001 - recorded, then re-raised below
         status, failure = "failed", err
     if status == "completed":
@@ -279,6 +310,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
                 "status": status,
                 "trial": None if sweep is None else sweep.number,
                 "lr": lr,
+                "lr_find": None if found is None else found.as_dict(),
                 "metrics": tracker.metrics_dict(),
                 "global_step": trainer.global_step,
                 "epochs": trainer.current_epoch,
@@ -288,8 +320,13 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
             },
         )
         log.info("%s = %s (%s); results in %s", cfg.objective.metric, value, status, results_path)
+        if shown.summary:
+            console.show_results(results_path)
         tracking.finish(loggers, {"objective": cfg.objective.metric, "objective_value": value,
                                   "status": status, "global_step": trainer.global_step})
+    else:  # the other DDP ranks write nothing but their log line, by which they can be checked
+        log.info("rank %d: %s = %s (%s) at step %d", trainer.global_rank, cfg.objective.metric, value, status,
+                 trainer.global_step)
     if failure is not None:
         raise failure
     return float(value)

@@ -12,6 +12,14 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 ROOT = Path(__file__).resolve().parents[1]
+
+if "PYTEST_XDIST_WORKER" in os.environ:
+    # one process per core already: torch's intra-op threads (and those of the runs the tests start, which
+    # inherit OMP_NUM_THREADS) would only fight over the cores and make small models many times slower
+    import torch
+
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 CONF = ROOT / "conf"
 
 # Small, quiet training: a handful of steps instead of the full default run.

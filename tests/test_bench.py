@@ -16,6 +16,13 @@ def test_small_cpu_benchmark_writes_ratios(tmp_path):
     case = data["cpu_digits"]
     assert case["lightopt_steps_per_s"] > 0 and case["plain_steps_per_s"] > 0
     assert abs(case["ratio"] - case["lightopt_steps_per_s"] / case["plain_steps_per_s"]) < 0.01
+    steps = data["cpu_optimizer_step"]
+    assert set(steps["optimizers"]) >= {"sgd", "adam", "adamw", "muon"}
+    # lightopt's default path: the fused kernel wherever the class has one
+    assert {steps["optimizers"][n]["path"] for n in ("sgd", "momentum", "adam", "adamw", "adagrad")} == {"fused"}
+    assert steps["ratio"] == steps["optimizers"]["adamw"]["share_of_bound"] > 0
+    gpt = data["cpu_gpt"]
+    assert gpt["lightopt_tokens_per_s"] > 0 and gpt["plain_tokens_per_s"] > 0 and gpt["params"] > 0
     sweeps = data["cpu_sweep_parallel"]
     assert sweeps["parallel_trials_per_min"] > 0 and sweeps["sequential_trials_per_min"] > 0
     table = out.with_suffix(".md").read_text()

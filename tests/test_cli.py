@@ -26,6 +26,7 @@ CONFIG_ERROR = 2
         (["objective.direction=up"], "objective.direction='up'", "maximize"),
         (["schedule=plateau", "schedule.monitor=val/f1"], "schedule.monitor='val/f1'", "val/loss"),
         (["trainer.max_epochs=-1", "schedule=linear"], "schedule.total_steps", "max_epochs"),
+        (["tune=lr_find", "tune.mode=cubic"], "tune.mode='cubic'", "exponential | linear"),
     ],
 )
 def test_bad_input_exits_before_training_with_a_clear_message(tmp_path, overrides, key, mentions):

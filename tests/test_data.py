@@ -1,8 +1,11 @@
 """In-memory batching and the shipped data modules."""
 
+import math
+
+import pytest
 import torch
 
-from lightopt.data import DigitsDataModule, RegressionDataModule, TensorBatches
+from lightopt.data import DigitsDataModule, RegressionDataModule, TensorBatches, TokensDataModule, markov_windows
 
 
 def test_batches_cover_every_row_once_per_epoch():
@@ -55,3 +58,86 @@ def test_regression_data_follows_the_line():
     dm.setup("fit")
     x, y = next(iter(dm.train_dataloader()))
     assert torch.allclose(y, 2 * x + 1, atol=1e-5)
+
+
+def tokens(**kw) -> TokensDataModule:
+    dm = TokensDataModule(**{"vocab_size": 64, "block_size": 16, "num_tokens": 20_000, "batch_size": 8, **kw})
+    dm.setup("fit")
+    return dm
+
+
+def test_tokens_targets_are_inputs_shifted_by_one():
+    dm = tokens()
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == y.shape == (8, 16) and x.dtype == y.dtype == torch.long
+    assert torch.equal(x[:, 1:], y[:, :-1])
+    assert 0 <= int(x.min()) and int(torch.cat([x, y]).max()) < 64
+    assert (dm.vocab_size, dm.block_size, dm.num_outputs, dm.task) == (64, 16, 64, "language_modeling")
+
+
+def test_tokens_are_deterministic_per_seed():
+    a, b, c = tokens(split_seed=3), tokens(split_seed=3), tokens(split_seed=4)
+    xa, xb, xc = (torch.cat([t for t, _ in dm.val_dataloader()]) for dm in (a, b, c))
+    assert torch.equal(xa, xb) and a.entropy_rate == b.entropy_rate
+    assert not torch.equal(xa, xc)
+    # the shuffling seed changes the batch order, not the data
+    s1, s2 = tokens(seed=1).train_dataloader(), tokens(seed=2).train_dataloader()
+    first1, first2 = next(iter(s1))[0], next(iter(s2))[0]
+    assert not torch.equal(first1, first2)
+    assert torch.equal(tokens(seed=1)._splits[0], tokens(seed=2)._splits[0])
+
+
+def test_tokens_have_structure_a_model_can_learn():
+    dm = tokens()
+    # context helps a lot: the best possible loss is far below the best loss from token frequencies alone
+    assert dm.entropy_rate < dm.unigram_entropy - 1.0 < dm.uniform_entropy == pytest.approx(math.log(64))
+    # and the process really is the one entropy_rate describes: a bigram count model gets close to it
+    x, y = dm._splits[0].reshape(-1), dm._splits[1].reshape(-1)
+    counts = torch.ones(64, 64).index_put_((x, y), torch.ones(len(x)), accumulate=True)
+    logp = (counts / counts.sum(1, keepdim=True)).log()
+    bigram = -logp[dm._splits[2].reshape(-1), dm._splits[3].reshape(-1)].mean().item()
+    assert dm.entropy_rate < bigram < dm.entropy_rate + 0.3
+
+
+def test_tokens_split_and_batches():
+    dm = tokens(num_tokens=17 * 100, val_fraction=0.1)  # 100 windows of block_size + 1 = 17 tokens
+    assert dm.num_train == 90 and sum(len(x) for x, _ in dm.val_dataloader()) == 10
+    train = dm.train_dataloader()
+    assert len(train) == 11 and all(len(x) == 8 for x, _ in train)  # the last incomplete batch is dropped
+    assert len(dm.val_dataloader()) == 2  # validation keeps every window
+
+
+def test_tokens_shard_across_ranks():
+    dm = tokens(num_tokens=17 * 100)
+    shards = [TensorBatches(*dm._splits[:2], 8, shuffle=True, drop_last=True, rank=r, world_size=2) for r in (0, 1)]
+    rows = [torch.cat([x for x, _ in s]) for s in shards]
+    assert len(shards[0]) == len(shards[1]) == 5
+    assert not {tuple(r) for r in rows[0].tolist()} & {tuple(r) for r in rows[1].tolist()}
+
+
+def test_markov_windows_log_probabilities_match_the_process():
+    # noise=1: every token is an independent draw from the Zipf prior, so logp is the prior's log-probability
+    toks, logp = markov_windows(50, 9, 10, noise=1.0, zipf=1.0, seed=0)
+    prior = 1 / torch.arange(1, 11).double()
+    prior /= prior.sum()
+    assert torch.allclose(logp.double(), prior[toks[:, 1:]].log(), atol=1e-6)
+    # higher-order contexts work too
+    toks2, logp2 = markov_windows(20, 12, 8, order=2, seed=1)
+    assert toks2.shape == (20, 12) and logp2.shape == (20, 11) and bool((logp2 <= 0).all())
+
+
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        ({"vocab_size": 1}, "data.vocab_size=1"),
+        ({"block_size": 0}, "data.block_size=0"),
+        ({"num_tokens": 10}, "data.num_tokens=10"),
+        ({"noise": 1.5}, "data.noise=1.5"),
+        ({"order": 0}, "data.order=0"),
+    ],
+)
+def test_tokens_reject_bad_settings(kw, match):
+    with pytest.raises(ValueError, match=match):
+        TokensDataModule(**kw)
+    with pytest.raises(ValueError, match="data.order=5"):
+        TokensDataModule(vocab_size=256, order=5)

@@ -37,6 +37,7 @@ class LightoptSweeperConf:
     heartbeat_interval: int = 10
     grace_period: Optional[int] = 60
     gpu_per_trial: bool = False
+    report: bool = True
     trial: Optional[int] = None
 
 

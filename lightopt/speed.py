@@ -1,0 +1,130 @@
+"""Speed knobs of the ``trainer`` config group: ``precision: auto``, ``tf32`` and ``compile``.
+
+Lightning's ``Trainer`` knows nothing of the last two and has no ``precision="auto"``, so
+:func:`configure` resolves them before the trainer is built and returns the trainer config without them.
+The decisions are pure functions of the device's capabilities (:func:`choose_precision`,
+:func:`use_tf32`, :func:`compile_options`), so they are tested on machines without a GPU:
+
+- ``precision: auto``: ``bf16-mixed`` (bf16 autocast, fp32 master weights) when the run will use a CUDA
+  GPU that supports bf16 (Ampere or newer), else ``32-true``: on the CPU, bf16 autocast is slower than
+  fp32 on most processors; on older GPUs fp16 would need loss scaling, which stays an explicit choice
+  (``trainer.precision=16-mixed``). Any other value (``32-true``, ``bf16-mixed``, ``16-mixed``, null =
+  ``32-true``) is passed to Lightning unchanged.
+- ``tf32: true``: float32 matrix multiplications and convolutions on TF32 tensor cores (10-bit mantissa
+  in the products, fp32 accumulation; several times faster) when the run uses a CUDA GPU of compute
+  capability 8.0 or newer: ``torch.set_float32_matmul_precision("high")``. ``tf32: false`` keeps full
+  fp32 (``"highest"``). Nothing is changed for runs that do not use CUDA. The setting is process-wide.
+- ``compile: false | true | <mode>``: ``torch.compile`` the model in place (``nn.Module.compile``): its
+  parameter names, ``state_dict`` and checkpoints stay those of the plain model, so lr multipliers, the
+  Muon split and resuming work as without it. A string is ``torch.compile``'s ``mode`` (``default``,
+  ``reduce-overhead``, ``max-autotune``, ``max-autotune-no-cudagraphs``). The first steps are slow while
+  it compiles; it pays off on GPUs and for longer runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from lightopt.errors import ConfigError
+
+__all__ = ["SPEED_KEYS", "choose_precision", "compile_options", "configure", "device_flags", "use_tf32"]
+
+log = logging.getLogger(__name__)
+
+#: Keys of the ``trainer`` group that lightopt resolves itself; they never reach ``lightning.Trainer``.
+SPEED_KEYS = ("compile", "tf32")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# accelerators that are, or may resolve to, a CUDA GPU
+_CUDA_ACCELERATORS = ("auto", "gpu", "cuda")
+
+
+def uses_cuda(accelerator: Any, cuda_available: bool) -> bool:
+    """Whether a trainer with ``accelerator`` runs on a CUDA GPU (``auto`` and ``gpu`` pick CUDA when present)."""
+    name = accelerator if isinstance(accelerator, str) else type(accelerator).__name__.lower()
+    return cuda_available and any(name.startswith(a) for a in _CUDA_ACCELERATORS)
+
+
+def choose_precision(requested: Any, *, accelerator: Any, cuda_available: bool, bf16_supported: bool) -> Any:
+    """The ``precision`` to give Lightning for ``trainer.precision=requested``.
+
+    ``"auto"`` becomes ``"bf16-mixed"`` on a CUDA GPU with bf16 support, else ``"32-true"``; any other
+    value is returned unchanged.
+    """
+    if requested != "auto":
+        return requested
+    return "bf16-mixed" if uses_cuda(accelerator, cuda_available) and bf16_supported else "32-true"
+
+
+def use_tf32(requested: Any, *, accelerator: Any, cuda_available: bool, capability: tuple[int, int] | None) -> bool | None:
+    """Whether to allow TF32 matmuls: ``True``/``False`` to set, ``None`` to leave torch's setting alone.
+
+    ``True`` needs ``requested`` and a CUDA run on a GPU of compute ``capability`` >= (8, 0) (Ampere:
+    A100, RTX 30xx, and newer: H100, ...). ``False`` when TF32 was turned off on a CUDA run. ``None``
+    when the run does not use CUDA, or the GPU has no TF32 (nothing to switch).
+    """
+    if not isinstance(requested, bool):
+        raise ConfigError("trainer.tf32", requested, "true | false")
+    if not uses_cuda(accelerator, cuda_available) or capability is None or tuple(capability) < (8, 0):
+        return None
+    return requested
+
+
+def compile_options(value: Any) -> dict[str, Any] | None:
+    """Keyword arguments for ``torch.compile`` from ``trainer.compile``, or ``None`` for no compilation."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return {}
+    if isinstance(value, str) and value in COMPILE_MODES:
+        return {"mode": value}
+    raise ConfigError("trainer.compile", value, "false | true | " + " | ".join(COMPILE_MODES))
+
+
+def device_flags() -> dict[str, Any]:
+    """The capabilities the decisions depend on, read from this machine."""
+    cuda = torch.cuda.is_available()
+    return {
+        "cuda_available": cuda,
+        "bf16_supported": bool(cuda and torch.cuda.is_bf16_supported()),
+        "capability": torch.cuda.get_device_capability() if cuda else None,
+    }
+
+
+def configure(trainer_cfg: DictConfig, model: torch.nn.Module, flags: dict[str, Any] | None = None) -> DictConfig:
+    """Apply ``trainer.tf32`` and ``trainer.compile`` and resolve ``precision: auto``.
+
+    Compiles ``model`` in place when asked, sets the float32 matmul precision for CUDA runs, and returns a
+    copy of ``trainer_cfg`` for ``lightning.Trainer``: without :data:`SPEED_KEYS` and with a concrete
+    ``precision``. ``flags`` (default: :func:`device_flags`) lets tests pretend to be another machine.
+    """
+    flags = device_flags() if flags is None else flags
+    cfg = OmegaConf.to_container(trainer_cfg, resolve=True)
+    assert isinstance(cfg, dict)
+    compile_value = cfg.pop("compile", False)
+    tf32_value = cfg.pop("tf32", True)
+    accelerator = cfg.get("accelerator", "auto")
+
+    options = compile_options(compile_value)
+    tf32 = use_tf32(tf32_value, accelerator=accelerator, cuda_available=flags["cuda_available"],
+                    capability=flags["capability"])
+    requested = cfg.get("precision")
+    precision = choose_precision(requested, accelerator=accelerator, cuda_available=flags["cuda_available"],
+                                 bf16_supported=flags["bf16_supported"])
+    if requested == "auto":
+        log.info("trainer.precision=auto: %s", precision)
+    cfg["precision"] = precision
+    if tf32 is not None:
+        torch.set_float32_matmul_precision("high" if tf32 else "highest")
+        torch.backends.cudnn.allow_tf32 = tf32
+    if options is not None:
+        log.info("trainer.compile=%s: torch.compile(model%s)", compile_value,
+                 "".join(f", {k}={v!r}" for k, v in options.items()))
+        # a fresh run (e.g. the next trial of an in-process sweep): drop the compiled code of earlier models,
+        # so that dynamo's recompilation limit never silently falls back to eager
+        torch._dynamo.reset()
+        model.compile(**options)
+    return OmegaConf.create(cfg)
