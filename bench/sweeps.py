@@ -5,7 +5,7 @@
 1. ``samplers``: the best val/acc found by random, TPE and GP search with the same trial budget over the
    same space, median over seeds.
 2. ``pruning``: a TPE sweep without a pruner and with each shipped pruner (median, percentile, successive
-   halving, hyperband) at the same trial count and seed: total training steps, wall time and best value.
+   halving, hyperband) at the same trial count and seeds (0, 1, 2): total training steps, wall time and best value.
    Target: the same best value (within noise) with at most half the steps.
 
 Each sweep is a real ``python train.py -m ...`` in a subprocess; results are read from its ``trials.csv``.
@@ -72,26 +72,37 @@ def samplers(work: Path, n_trials: int, epochs: int, seeds: list[int]) -> dict[s
 PRUNERS = ("none", "median", "percentile", "successive_halving", "hyperband")
 
 
-def pruning(work: Path, n_trials: int, epochs: int, seed: int, pruners: tuple[str, ...] = PRUNERS) -> dict[str, Any]:
-    figures = {}
-    for pruner in pruners:
-        start = time.perf_counter()
-        trials = sweep(work, f"prune-{pruner}", [f"hydra/sweeper/pruner={pruner}", f"hydra.sweeper.seed={seed}",
-                                                 f"hydra.sweeper.n_trials={n_trials}", f"trainer.max_epochs={epochs}"])
-        figures[pruner] = {
-            "best_val_acc": round(best(trials), 4),
-            "training_steps": sum(int(t["steps"] or 0) for t in trials),
-            "sweep_seconds": round(time.perf_counter() - start, 1),
-            "pruned_trials": sum(t["state"] == "PRUNED" for t in trials),
+def pruning(work: Path, n_trials: int, epochs: int, seeds: list[int], pruners: tuple[str, ...] = PRUNERS) -> dict[str, Any]:
+    per_seed: dict[str, list[dict[str, Any]]] = {p: [] for p in pruners}
+    for seed in seeds:
+        for pruner in pruners:
+            start = time.perf_counter()
+            trials = sweep(work, f"prune-{pruner}-{seed}", [
+                f"hydra/sweeper/pruner={pruner}", f"hydra.sweeper.seed={seed}",
+                f"hydra.sweeper.n_trials={n_trials}", f"trainer.max_epochs={epochs}"])
+            per_seed[pruner].append({
+                "seed": seed,
+                "best_val_acc": round(best(trials), 4),
+                "training_steps": sum(int(t["steps"] or 0) for t in trials),
+                "sweep_seconds": round(time.perf_counter() - start, 1),
+                "pruned_trials": sum(t["state"] == "PRUNED" for t in trials),
+            })
+    base = {r["seed"]: r["training_steps"] for r in per_seed["none"]} if "none" in per_seed else None
+    summary = {}
+    for pruner, runs in per_seed.items():
+        if base:
+            for r in runs:
+                r["steps_ratio"] = round(r["training_steps"] / base[r["seed"]], 3)
+        summary[pruner] = {
+            "median_steps_ratio": statistics.median(r["steps_ratio"] for r in runs) if base else None,
+            "median_best_val_acc": statistics.median(r["best_val_acc"] for r in runs),
+            "runs": runs,
         }
-    base = figures["none"]["training_steps"]
-    for pruner, fig in figures.items():
-        fig["steps_ratio"] = round(fig["training_steps"] / base, 3)
     return {
         "n_trials": n_trials,
         "epochs": epochs,
-        "seed": seed,
-        "pruners": figures,
+        "seeds": seeds,
+        "pruners": summary,
         "target": "steps_ratio <= 0.5 at a comparable best value",
     }
 
@@ -108,8 +119,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if args.only in (None, "samplers"):
             results["samplers"] = samplers(work, 3, 1, [0]) if args.small else samplers(work, 20, 3, [0, 1, 2])
         if args.only in (None, "pruning"):
-            results["pruning"] = (pruning(work, 4, 2, 0, ("none", "median")) if args.small
-                                  else pruning(work, 30, 8, 0))
+            results["pruning"] = (pruning(work, 4, 2, [0], ("none", "median")) if args.small
+                                  else pruning(work, 30, 8, [0, 1, 2]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))

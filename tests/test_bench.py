@@ -3,6 +3,8 @@
 import importlib.util
 import json
 
+import pytest
+
 from tests.conftest import ROOT
 
 
@@ -27,3 +29,17 @@ def test_small_cpu_benchmark_writes_ratios(tmp_path):
     assert sweeps["parallel_trials_per_min"] > 0 and sweeps["sequential_trials_per_min"] > 0
     table = out.with_suffix(".md").read_text()
     assert "| cpu_digits |" in table and "| cpu_sweep_parallel |" in table
+
+
+@pytest.mark.slow
+def test_small_sweep_benchmark_compares_pruning_with_no_pruning(tmp_path):
+    spec = importlib.util.spec_from_file_location("bench_sweeps", ROOT / "bench" / "sweeps.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "sweeps.json"
+    bench.main(["--small", "--only", "pruning", "--out", str(out)])
+    pruners = json.loads(out.read_text())["pruning"]["pruners"]
+    assert set(pruners) == {"none", "median"}
+    assert pruners["none"]["median_steps_ratio"] == 1.0
+    run = pruners["median"]["runs"][0]
+    assert run["training_steps"] > 0 and run["steps_ratio"] == round(run["training_steps"] / pruners["none"]["runs"][0]["training_steps"], 3)
