@@ -31,6 +31,19 @@ from lightopt.results import RunTracker, check_direction, worst_value, write_res
 
 log = logging.getLogger(__name__)
 
+
+def _lightning_logs_once() -> None:
+    """Let Lightning's messages reach the console once, through the root logger's handlers.
+
+    Imported after Hydra configured logging, ``lightning`` keeps its own console handler and also
+    propagates to the root, where Hydra prints them again (and writes them to the run's log file).
+    """
+    if logging.getLogger().handlers:
+        lightning_log = logging.getLogger("lightning")
+        for handler in list(lightning_log.handlers):
+            if type(handler) is logging.StreamHandler:
+                lightning_log.removeHandler(handler)
+
 STATUSES = ("completed", "pruned", "diverged", "failed", "interrupted")
 LR_SCALING_RULES = {"none": 0.0, "linear": 1.0, "sqrt": 0.5}  # rule -> exponent of the batch-size ratio
 
@@ -204,6 +217,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     ``status: pruned`` and the last reported value.
     """
     start = time.perf_counter()
+    _lightning_logs_once()
     out_dir = Path(output_dir) if output_dir is not None else _hydra_output_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     results_path = out_dir / "results.json"

@@ -95,6 +95,9 @@ def test_default_training_reaches_high_accuracy(tmp_path):
     assert res["metrics"]["val/acc"]["final"] >= 0.95
     assert res["wall_seconds"] < 60
     assert (run_dir / "metrics.csv").exists()
+    # Lightning's messages are printed once, in Hydra's format, and kept in the run's log file
+    assert (proc.stdout + proc.stderr).count("`Trainer.fit` stopped") == 1
+    assert "`Trainer.fit` stopped" in (run_dir / "train.log").read_text()
 
 
 def test_ddp_on_two_cpu_processes_writes_one_result(tmp_path):
