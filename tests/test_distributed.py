@@ -61,3 +61,25 @@ def test_ddp_trials_of_a_sweep_each_run_in_one_directory_with_agreeing_ranks(tmp
         assert float(trial["value"]) == pytest.approx(res["value"])
         values.add(res["value"])
     assert len(values) == 2  # two different learning rates, two different results
+
+
+@pytest.mark.slow
+def test_a_pruned_ddp_trial_stops_on_every_rank(tmp_path):
+    # lr 1e-5 stays near chance after one epoch and falls below the threshold; lr 3e-3 passes it
+    sweep_dir = tmp_path / "sweep"
+    proc = run_cli("-m", "trainer=ddp_cpu", "logger=csv", "trainer.max_epochs=3", "trainer.enable_progress_bar=false",
+                   "trainer.enable_model_summary=false", "checkpoint.enabled=false", "hydra/sweeper/sampler=grid",
+                   "hydra/sweeper/pruner=threshold", "hydra.sweeper.pruner.lower=0.5",
+                   "optimizer.lr=choice(0.00001,0.003)", f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(sweep_dir / "trials.csv") as f:
+        states = {t["optimizer.lr"]: (t["state"], t["number"]) for t in csv.DictReader(f)}
+    assert {lr: state for lr, (state, _) in states.items()} == {"1e-05": "PRUNED", "0.003": "COMPLETE"}
+    for lr, (state, number) in states.items():
+        run_dir = sweep_dir / number
+        res = json.loads((run_dir / "results.json").read_text())
+        steps = 12 if state == "PRUNED" else 36  # pruned at the first validation, else 3 epochs of 12 steps
+        assert (res["status"], res["global_step"]) == (state.lower().replace("complete", "completed"), steps)
+        # rank 1 stopped with rank 0: the same status at the same step, no rank left waiting
+        (_, status, step), = rank_lines((run_dir / "train_rank1.log").read_text())
+        assert (status, step) == (res["status"], steps)
