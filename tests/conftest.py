@@ -47,6 +47,19 @@ def run_cli(*args: str, cwd: Path, timeout: float = 300, module: str | None = No
     return subprocess.run(cmd + list(args), cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def assert_same_last_weights(run_a: Path, run_b: Path) -> None:
+    """The two runs' ``checkpoints/last.ckpt`` hold bit-identical weights."""
+    def weights(run: Path) -> dict:
+        import torch
+
+        return torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+
+    a, b = weights(run_a), weights(run_b)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key].equal(b[key]), key
+
+
 @pytest.fixture
 def quick() -> list[str]:
     return list(QUICK)

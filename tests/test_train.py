@@ -11,7 +11,7 @@ import torch
 
 from lightopt.errors import ConfigError
 from lightopt.train import run
-from tests.conftest import QUICK, compose_cfg
+from tests.conftest import QUICK, assert_same_last_weights, compose_cfg
 
 
 def read_results(path):
@@ -138,13 +138,7 @@ def test_resume_continues_lr_sequence_and_weights(tmp_path):
     assert sorted(full_lrs) == list(range(24))
     assert resumed_lrs == full_lrs
 
-    def weights(path):
-        return torch.load(path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
-
-    a, b = weights(full), weights(resumed)
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
+    assert_same_last_weights(full, resumed)
 
 
 def test_plateau_reduces_lr_once_per_stalled_validation(tmp_path):

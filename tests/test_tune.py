@@ -14,7 +14,7 @@ import torch
 from lightopt.errors import ConfigError
 from lightopt.schedules import create_scheduler
 from lightopt.train import run
-from tests.conftest import CONF, QUICK, compose_cfg, run_cli
+from tests.conftest import CONF, QUICK, assert_same_last_weights, compose_cfg, run_cli
 
 # a short test: 20 lr values (the suggestion ignores the first 10 and the last), from 1e-5 to 1
 FIND = ["tune=lr_find", "tune.num_training=20", "tune.min_lr=1.0e-5", "tune.max_lr=1.0"]
@@ -100,13 +100,7 @@ def test_training_after_lr_find_is_a_run_at_the_suggested_lr(tmp_path, monkeypat
     head = [c for c in cols if c.startswith("train/lr/6.*")]
     assert head and float(tuned_rows[0][head[0]]) == pytest.approx(10 * suggestion)  # the multiplier is kept
 
-    def weights(path):
-        return torch.load(path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
-
-    a, b = weights(tuned), weights(plain)
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    assert_same_last_weights(tuned, plain)
     assert results(tuned)["value"] == results(plain)["value"]
 
 
