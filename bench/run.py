@@ -348,6 +348,21 @@ def timed(fn: Any, device: torch.device, repeat: int, warmup: int = 3) -> float:
     return statistics.median(times)
 
 
+def step_path(opt: torch.optim.Optimizer) -> str:
+    """The implementation a step of ``opt`` runs: ``fused`` (one kernel for all tensors and ops), ``foreach``
+    (one kernel per op over all tensors: torch's choice on CUDA when ``foreach`` is left unset) or
+    ``for-loop`` (per tensor and op)."""
+    from torch.optim.optimizer import _default_to_fused_or_foreach
+
+    group = opt.param_groups[0]
+    if group.get("fused"):
+        return "fused"
+    foreach = group.get("foreach")
+    if foreach is None and "foreach" in group:
+        foreach = _default_to_fused_or_foreach(list(group["params"]), bool(group.get("differentiable")))[1]
+    return "foreach" if foreach else "for-loop"
+
+
 def optimizer_step(device: torch.device, n_params: int, repeat: int) -> dict[str, Any]:
     """Each optimizer's step time on ``n_params`` parameters against its memory-bandwidth bound."""
     from lightopt.optimizers import create_optimizer
@@ -366,9 +381,8 @@ def optimizer_step(device: torch.device, n_params: int, repeat: int) -> dict[str
             p.grad = torch.randn_like(p)
         seconds = timed(opt.step, device, repeat)
         bound = STEP_BYTES[name] * n / bandwidth
-        group = opt.param_groups[0]
         figures[name] = {"ms": round(1e3 * seconds, 3), "share_of_bound": round(bound / seconds, 3),
-                         "path": "fused" if group.get("fused") else "foreach" if group.get("foreach") else "default"}
+                         "path": step_path(opt)}
         del opt
     adamw = figures["adamw"]
     return {

@@ -27,6 +27,13 @@ class TensorBatches:
     The order of epoch ``e`` depends only on ``(seed, e)``, so a run resumed from a checkpoint sees the
     same batches as an uninterrupted one. Lightning calls ``sampler.set_epoch(e)`` on a loader's sampler
     before each epoch; this object is its own sampler for that purpose.
+
+    Rows are dealt out to the ranks in turn. With ``even`` (training), every rank gets ``len(x) //
+    world_size`` of them (``drop_last`` drops its last, smaller batch) and the rest wait for another epoch: the ranks take the same number of
+    equal steps, whose gradients DDP averages. Without it (evaluation), every row is used exactly once,
+    so metrics reduced over the ranks are those of the whole set; the shares then differ by at most one
+    row, and each is cut into the same number of batches (sizes differing by at most one, at most
+    ``batch_size`` rows, or 2 when that is 1 and the shares differ) so that no rank waits for another.
     """
 
     def __init__(
@@ -40,6 +47,7 @@ class TensorBatches:
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        even: bool = True,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -49,6 +57,10 @@ class TensorBatches:
         self.drop_last = drop_last
         self.seed = seed
         self.rank, self.world_size = rank, world_size
+        self.even = even or world_size == 1
+        if not self.even and len(x) < world_size:
+            raise ValueError(f"{len(x)} rows cannot be shared by {world_size} processes: every process needs "
+                             "at least one; use fewer processes or more rows")
         self.epoch = 0
         # Lightning looks for set_epoch on a loader's sampler and inspects batch_sampler: we are the former
         self.sampler = self
@@ -58,11 +70,14 @@ class TensorBatches:
         self.epoch = epoch
 
     def _rows(self) -> int:
-        # every rank gets the same number of rows, so collective ops stay in lockstep
-        return len(self.x) // self.world_size
+        """Rows of this rank's share (uneven shares: of the largest one, which sets the number of batches)."""
+        n, world = len(self.x), self.world_size
+        return n // world if self.even else -(-n // world)
 
     def __len__(self) -> int:
         rows = self._rows()
+        if not self.even:  # as many batches on every rank, none of them empty
+            return min(-(-rows // self.batch_size), len(self.x) // self.world_size)
         return rows // self.batch_size if self.drop_last else -(-rows // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
@@ -70,8 +85,11 @@ class TensorBatches:
         if self.shuffle or self.world_size > 1:
             g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
             order = torch.randperm(len(x), generator=g) if self.shuffle else torch.arange(len(x))
-            order = order[self.rank :: self.world_size][: self._rows()]
-            x, y = x[order], y[order]
+            order = order[self.rank :: self.world_size]
+            x, y = (x[order[: self._rows()]], y[order[: self._rows()]]) if self.even else (x[order], y[order])
+        if not self.even:
+            yield from zip(x.tensor_split(len(self)), y.tensor_split(len(self)))
+            return
         for i in range(len(self)):
             sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
             yield x[sl], y[sl]
@@ -122,9 +140,8 @@ class _InMemoryDataModule(L.LightningDataModule):
         world = trainer.world_size if trainer is not None else 1
         # never drop the only batch: a split smaller than one batch still trains
         drop_last = train and self.drop_last_train and len(x) // world >= self.batch_size
-        return TensorBatches(
-            x, y, self.batch_size, shuffle=train, drop_last=drop_last, seed=self.seed, rank=rank, world_size=world
-        )
+        return TensorBatches(x, y, self.batch_size, shuffle=train, drop_last=drop_last, seed=self.seed, rank=rank,
+                             world_size=world, even=train)
 
     def train_dataloader(self) -> TensorBatches:
         self.setup()

@@ -25,8 +25,31 @@ from lightopt.regularization import build_penalty
 from lightopt.tracking import is_wandb
 
 
-class MeanPerplexity(torchmetrics.MeanMetric):
-    """``exp`` of the (weighted) mean of the per-token losses it is given: perplexity, synced across ranks."""
+class WeightedMean(torchmetrics.Metric):
+    """``sum(w * x) / sum(w)`` over an epoch's updates, its two sums synced across DDP ranks.
+
+    Unlike torchmetrics' ``MeanMetric`` it never reads values on the host to look for NaN (a device sync
+    per batch on a GPU; a NaN loss must show, not be dropped), and keeps the weights, which ``MeanMetric``
+    drops when that check is disabled.
+    """
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("total", torch.tensor(0.0), dist_reduce_fx="sum")
+        self.add_state("weight", torch.tensor(0.0), dist_reduce_fx="sum")
+
+    def update(self, value: Tensor, weight: float) -> None:
+        self.total += value.detach().float() * weight
+        self.weight += weight
+
+    def compute(self) -> Tensor:
+        return self.total / self.weight
+
+
+class MeanPerplexity(WeightedMean):
+    """``exp`` of the weighted mean of the per-token losses it is given: perplexity, synced across ranks."""
 
     def compute(self) -> Tensor:
         return super().compute().exp()
@@ -79,10 +102,14 @@ class LitModel(L.LightningModule):
             if task == "classification" and num_classes
             else None
         )
+        # A metric of weighted sums, synced as floats: the reduced val/loss is that of the whole validation set
+        # even when the ranks hold different numbers of rows (Lightning's own sync_dist mean then floors the
+        # summed batch sizes).
+        self.val_loss = WeightedMean()
         self.val_ppl: MeanPerplexity | None = None
         if self.sequence:
             # mean of (prediction == target) over all tokens; no (V,)-sized state, whatever the vocabulary
-            self.val_acc = torchmetrics.MeanMetric()
+            self.val_acc = WeightedMean()
             self.val_ppl = MeanPerplexity()
         self.diverged = False
         # sums of (loss, penalty) since the last write to the loggers (on the device, or host floats for a
@@ -187,6 +214,11 @@ class LitModel(L.LightningModule):
         for logger in self.loggers:
             logger.log_metrics({**self._last_lr, **metrics} if is_wandb(logger) else metrics, step=step)
 
+    @property
+    def last_lr(self) -> float | None:
+        """The learning rate of the first param group at the last optimizer step (``None`` before any)."""
+        return self._last_lr.get("train/lr")
+
     def _train_loss_is_read(self) -> bool:
         """Whether anything reads ``train/loss`` from the trainer: a progress bar, or a schedule, checkpoint,
         early-stopping or objective monitoring a ``train/`` metric. Only then is it passed through
@@ -217,11 +249,12 @@ class LitModel(L.LightningModule):
         x, y = batch
         out, y = self._flat(self.model(x), y)
         loss = self.loss_fn(out, y)
-        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=len(x))
+        self.val_loss.update(loss, weight=y.numel())  # the elements the (mean-reduced) loss averaged over
+        self.log("val/loss", self.val_loss, prog_bar=True, batch_size=len(x))
         if self.sequence:
             assert self.val_acc is not None and self.val_ppl is not None
             self.val_acc.update((out.argmax(-1) == y).float().mean(), weight=y.numel())
-            self.val_ppl.update(loss.detach().float(), weight=y.numel())
+            self.val_ppl.update(loss, weight=y.numel())
             self.log("val/acc", self.val_acc, prog_bar=True, batch_size=len(x))
             self.log("val/ppl", self.val_ppl, batch_size=len(x))
         elif self.val_acc is not None:

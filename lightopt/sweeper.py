@@ -170,7 +170,7 @@ def open_storage(url: str, heartbeat_interval: int | None = None,
     elif url.startswith(("postgresql", "mysql")):
         engine_kwargs["pool_pre_ping"] = True  # survive a database restart during a long sweep
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _schema_lock(url):
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
                                               heartbeat_interval=heartbeat_interval, grace_period=grace_period)
@@ -178,6 +178,36 @@ def open_storage(url: str, heartbeat_interval: int | None = None,
         raise ConfigError("hydra.sweeper.storage", _hide_password(url),
                           "a database URL: sqlite:///path/to/file.db, postgresql://user:password@host/db, ...",
                           f"cannot open it ({type(err).__name__}: {err})".splitlines()[0]) from None
+
+
+@contextlib.contextmanager
+def _schema_lock(url: str) -> Iterator[None]:
+    """On PostgreSQL, one process at a time opens the storage.
+
+    Opening creates Optuna's tables when they are missing; sweep workers started together on a fresh
+    database would otherwise collide in ``CREATE TABLE`` and all but one fail. A session-level advisory
+    lock, released when the connection closes (or its process dies), serializes that step.
+    """
+    if not url.startswith("postgresql"):
+        yield
+        return
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    engine = sqlalchemy.create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
+            try:
+                yield
+            finally:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": _SCHEMA_LOCK_KEY})
+    finally:
+        engine.dispose()
+
+
+# a fixed 64-bit key for _schema_lock; study locks are keyed by a hash of the study name
+_SCHEMA_LOCK_KEY = int.from_bytes(hashlib.blake2b(b"lightopt-schema", digest_size=8).digest(), "big", signed=True)
 
 
 class StudyLock:
@@ -895,6 +925,11 @@ class _Run:
                 log.warning("launching trials %s failed: %s", [p.trial.number for p in group], _error_text(err))
                 self._tell_unfinished(group, f"launch failed: {_error_text(err)}", "failed")
                 continue
+            if self.s._interrupted:
+                # Ctrl-C reached a job where something swallowed the KeyboardInterrupt (OmegaConf turns one
+                # raised while it composes the config into a ConfigKeyError): the sweep still stops here, and
+                # trials without a finished run are told "interrupted", not a misleading error
+                raise KeyboardInterrupt
             for p, ret in zip(group, rets, strict=True):
                 self._tell(p, judge(ret, p.run_dir, self.directions, self.objectives, self.cfg.get("diverged", "fail"),
                                     self.cfg.get("worst_value")))

@@ -339,8 +339,8 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
         tracking.finish(loggers, {"objective": cfg.objective.metric, "objective_value": value,
                                   "status": status, "global_step": trainer.global_step})
     else:  # the other DDP ranks write nothing but their log line, by which they can be checked
-        log.info("rank %d: %s = %s (%s) at step %d", trainer.global_rank, cfg.objective.metric, value, status,
-                 trainer.global_step)
+        log.info("rank %d: %s = %s (%s) at step %d, last lr %s", trainer.global_rank, cfg.objective.metric, value,
+                 status, trainer.global_step, module.last_lr)
     if failure is not None:
         raise failure
     return float(value)

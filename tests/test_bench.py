@@ -8,10 +8,26 @@ import pytest
 from tests.conftest import ROOT
 
 
-def test_small_cpu_benchmark_writes_ratios(tmp_path):
+def load_bench():
     spec = importlib.util.spec_from_file_location("bench_run", ROOT / "bench" / "run.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_step_path_names_the_implementation_a_step_runs():
+    import torch
+
+    bench = load_bench()
+    params = [torch.nn.Parameter(torch.zeros(4))]
+    assert bench.step_path(torch.optim.AdamW(params, fused=True)) == "fused"
+    assert bench.step_path(torch.optim.RMSprop(params, foreach=True)) == "foreach"
+    # left unset, torch picks foreach for CUDA tensors only: CPU tensors take the per-tensor loop
+    assert bench.step_path(torch.optim.RMSprop(params)) == "for-loop"
+
+
+def test_small_cpu_benchmark_writes_ratios(tmp_path):
+    bench = load_bench()
     out = tmp_path / "results.json"
     bench.main(["--small", "--out", str(out)])
     data = json.loads(out.read_text())

@@ -113,3 +113,86 @@ def test_ddp_on_two_cpu_processes_writes_one_result(tmp_path):
         lrs = [float(r["train/lr"]) for r in csv.DictReader(f) if r.get("train/lr")]
     assert len(lrs) == 24  # one writer (rank 0), the horizon counted per rank
     assert lrs[-1] == pytest.approx(3e-3 * (1 - 23 / 24))
+
+
+def read_lrs(run_dir) -> list[float]:
+    with open(run_dir / "metrics.csv") as f:
+        return [float(r["train/lr"]) for r in csv.DictReader(f) if r.get("train/lr")]
+
+
+def rank1_line(run_dir) -> tuple[str, int, float]:
+    """(status, step, last lr) from the log line of DDP rank 1 (``train_ddp_process_1.log``)."""
+    import re
+
+    text = (run_dir / "train_ddp_process_1.log").read_text()
+    (status, step, lr), = re.findall(r"rank 1: \S+ = \S+ \((\w+)\) at step (\d+), last lr (\S+)", text)
+    return status, int(step), float(lr)
+
+
+@pytest.mark.slow
+def test_ddp_at_the_same_global_batch_has_the_one_device_schedule_and_full_validation(tmp_path):
+    import torch
+    from hydra.utils import instantiate
+
+    from lightopt.train import build_model
+    from tests.conftest import compose_cfg
+
+    common = ["trainer.max_epochs=2", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+              "logger=csv", "schedule=cosine", "schedule.warmup=5"]
+    ddp, one = tmp_path / "ddp", tmp_path / "one"
+    # 2 ranks x 32 rows per step and 1 device x 64 rows: the same global batch
+    proc = run_cli("trainer=ddp_cpu", "data.batch_size=32", f"hydra.run.dir={ddp}", *common, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_cli("trainer=cpu", "data.batch_size=64", f"hydra.run.dir={one}", *common, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res_ddp, res_one = (json.loads((d / "results.json").read_text()) for d in (ddp, one))
+    # 718 rows per rank / 32 and 1437 rows / 64: 23 steps per epoch either way, so the same horizon T
+    assert res_ddp["global_step"] == res_one["global_step"] == 46
+    assert read_lrs(ddp) == pytest.approx(read_lrs(one), rel=1e-9)
+    assert read_lrs(ddp)[:5] == pytest.approx([3e-3 * (t + 1) / 5 for t in range(5)])  # warmup in steps too
+    assert rank1_line(ddp) == ("completed", 46, pytest.approx(read_lrs(ddp)[-1]))
+
+    # the objective is reduced over the ranks' halves of the validation set: it is the metric of the
+    # final weights on the whole validation set, evaluated here on one process
+    cfg = compose_cfg("trainer=cpu")
+    datamodule = instantiate(cfg.data)
+    model = build_model(cfg, datamodule)
+    state = torch.load(ddp / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
+    datamodule.setup("fit")
+    _, _, x_val, y_val = datamodule._splits
+    with torch.no_grad():
+        logits = model.eval()(x_val)
+    assert res_ddp["metrics"]["val/loss"]["final"] == pytest.approx(
+        torch.nn.functional.cross_entropy(logits, y_val).item(), rel=1e-5)
+    assert res_ddp["metrics"]["val/acc"]["final"] == pytest.approx((logits.argmax(1) == y_val).float().mean().item())
+
+
+@pytest.mark.slow
+def test_plateau_under_ddp_follows_the_reduced_metric_on_every_rank(tmp_path):
+    run_dir = tmp_path / "run"
+    threshold, epochs = 0.15, 5
+    proc = run_cli("trainer=ddp_cpu", f"trainer.max_epochs={epochs}", "trainer.enable_progress_bar=false",
+                   "logger=csv", "schedule=plateau", "schedule.patience=0", "schedule.threshold_mode=abs",
+                   f"schedule.threshold={threshold}", "objective.metric=val/loss", "objective.direction=minimize",
+                   f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(run_dir / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    val_losses = [float(r["val/loss"]) for r in rows if r.get("val/loss")]
+    assert len(val_losses) == epochs
+    # the lr of each epoch, as the plateau rule gives it from the (reduced) val/loss of the epochs before
+    expected, best, scale = [3e-3, 3e-3], val_losses[0], 1.0
+    for value in val_losses[1:-1]:
+        if value < best - threshold:
+            best = value
+        else:
+            scale *= 0.5
+        expected.append(3e-3 * scale)
+    lrs = read_lrs(run_dir)
+    steps = len(lrs) // epochs  # 12 per epoch and rank
+    assert [lrs[e * steps] for e in range(epochs)] == pytest.approx(expected)
+    assert [lrs[e * steps] for e in range(epochs)] == [lrs[(e + 1) * steps - 1] for e in range(epochs)]
+    assert len(set(expected)) > 1  # the run did reduce: the metric, not a fixed pattern, decided
+    # rank 1 took the same decisions from the same reduced metric: the same lr at its last step
+    assert rank1_line(run_dir) == ("completed", len(lrs), pytest.approx(lrs[-1]))

@@ -43,6 +43,22 @@ def test_ranks_get_disjoint_equal_shards():
     assert len(shards[0]) == len(shards[1])
 
 
+@pytest.mark.parametrize("n,world,batch", [(11, 2, 2), (10, 3, 4), (359, 2, 32), (7, 4, 1)])
+def test_evaluation_shards_cover_every_row_once_in_as_many_batches_on_every_rank(n, world, batch):
+    x = torch.arange(n).float()
+    shards = [TensorBatches(x, x, batch, rank=r, world_size=world, even=False) for r in range(world)]
+    rows = [[t.tolist() for t, _ in s] for s in shards]
+    assert sorted(v for r in rows for b in r for v in b) == list(range(n))  # every row, once
+    assert len({len(r) for r in rows}) == 1 and len({len(s) for s in shards}) == 1  # no rank waits for another
+    sizes = [len(b) for r in rows for b in r]
+    assert min(sizes) >= 1 and max(sizes) <= max(batch, 2)  # one row over a batch of 1, where shares differ
+
+
+def test_evaluation_shards_need_a_row_per_rank():
+    with pytest.raises(ValueError, match="3 rows cannot be shared by 4 processes: every process needs"):
+        TensorBatches(torch.zeros(3), torch.zeros(3), 2, world_size=4, even=False)
+
+
 def test_digits_split_shapes_and_ranges():
     dm = DigitsDataModule(batch_size=64)
     dm.setup("fit")

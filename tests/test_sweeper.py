@@ -433,6 +433,27 @@ def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
         time.sleep(0.05)
 
 
+def interrupted_inside(cfg) -> float:
+    """The second trial gets Ctrl-C where a library swallows it (as OmegaConf does while composing)."""
+    if HydraConfig.get().job.num == 1:
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)  # the signal arrives during this
+        except KeyboardInterrupt:
+            raise ValueError("a library's own error instead of KeyboardInterrupt") from None
+    return bowl(cfg)
+
+
+def test_ctrl_c_stops_the_sweep_even_when_a_job_swallows_the_interrupt(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        sweep_in_process(tmp_path, interrupted_inside, "hydra.sweeper.n_trials=5", LR)
+    assert exit_.value.code == 130
+    table = rows(tmp_path)
+    assert [r["state"] for r in table] == ["COMPLETE", "FAIL"]  # no trial started after the Ctrl-C
+    assert table[1]["status"] == "interrupted"
+    assert load_study(tmp_path).trials[1].user_attrs["error"] == "interrupted (Ctrl-C)"
+
+
 def test_interrupted_and_killed_sweeps_resume_to_exactly_n_trials(tmp_path):
     sweep_dir = tmp_path / "sweep"
     args = [*SLOW, f"hydra.sweep.dir={sweep_dir}", "hydra.sweeper.n_trials=4", LR]
@@ -483,3 +504,39 @@ def test_two_processes_share_a_postgres_study_and_run_exactly_n_trials(tmp_path)
                                                              for n in dirs if (tmp_path / d / n).exists()}
     finally:
         optuna.delete_study(study_name=name, storage=storage)
+
+
+def _open_in_schema(url: str) -> str:
+    from lightopt.sweeper import open_storage
+
+    try:
+        open_storage(url).engine.dispose()
+        return "ok"
+    except Exception as err:  # noqa: BLE001 - reported to the test
+        return f"{type(err).__name__}: {err}"
+
+
+@pytest.mark.skipif(not POSTGRES, reason="set LIGHTOPT_TEST_POSTGRES_URL to a PostgreSQL database to run it")
+def test_processes_starting_together_on_a_fresh_postgres_database_all_open_it():
+    # every sweep worker of a new database creates Optuna's tables on start: they must not collide
+    import multiprocessing
+
+    import sqlalchemy
+
+    schema = f"fresh_{uuid.uuid4().hex[:8]}"
+    admin = sqlalchemy.create_engine(with_driver(POSTGRES))
+    with admin.begin() as conn:
+        conn.execute(sqlalchemy.text(f"CREATE SCHEMA {schema}"))
+    url = with_driver(POSTGRES) + f"?options=-csearch_path%3D{schema}"
+    try:
+        with multiprocessing.get_context("spawn").Pool(6) as pool:
+            outcomes = pool.map(_open_in_schema, [url] * 6)
+        assert outcomes == ["ok"] * 6
+        with admin.connect() as conn:
+            tables = conn.execute(sqlalchemy.text(
+                "SELECT count(*) FROM pg_tables WHERE schemaname = :s"), {"s": schema}).scalar()
+        assert tables > 5  # the tables are in the fresh schema, made once
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sqlalchemy.text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
