@@ -1029,6 +1029,11 @@ class _Run:
             except SweepStopped:
                 raise
             except BaseException as err:  # Ctrl-C, a job calling sys.exit: stop cleanly
+                if self.s._interrupted or isinstance(err, KeyboardInterrupt):
+                    # The interrupted job's frames, kept alive by the traceback, may hold a database read it
+                    # never finished: on SQLite a lock that would block the bookkeeping below. Let them go.
+                    err.__traceback__ = None
+                    gc.collect()
                 self._stop(batch, err)
         trials = self._write_outputs()
         running = [t.number for t in trials if t.state == TrialState.RUNNING]

@@ -454,6 +454,29 @@ def test_ctrl_c_stops_the_sweep_even_when_a_job_swallows_the_interrupt(tmp_path,
     assert load_study(tmp_path).trials[1].user_attrs["error"] == "interrupted (Ctrl-C)"
 
 
+def interrupted_mid_read(cfg) -> float:
+    """The second trial gets Ctrl-C while it reads the study's database (an unfinished read: a SQLite lock)."""
+    import sqlite3
+
+    if HydraConfig.get().job.num == 1:
+        db = sqlite3.connect(HydraConfig.get().sweeper.storage.removeprefix("sqlite:///"))
+        cursor = db.execute("SELECT * FROM trials")
+        cursor.fetchone()
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)
+    return bowl(cfg)
+
+
+def test_ctrl_c_during_a_database_read_of_a_job_still_records_the_sweep(tmp_path):
+    start = time.monotonic()
+    with pytest.raises(SystemExit) as exit_:
+        sweep_in_process(tmp_path, interrupted_mid_read, "hydra.sweeper.n_trials=5", LR)
+    assert exit_.value.code == 130
+    assert time.monotonic() - start < 30  # not stuck waiting for the database's lock (60 s)
+    assert [r["state"] for r in rows(tmp_path)] == ["COMPLETE", "FAIL"]
+    assert load_study(tmp_path).trials[1].user_attrs["status"] == "interrupted"
+
+
 def test_interrupted_and_killed_sweeps_resume_to_exactly_n_trials(tmp_path):
     sweep_dir = tmp_path / "sweep"
     args = [*SLOW, f"hydra.sweep.dir={sweep_dir}", "hydra.sweeper.n_trials=4", LR]
