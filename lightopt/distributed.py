@@ -30,9 +30,32 @@ _TRIAL_KEYS = ("hydra.sweeper.storage=", "hydra.sweeper.study_name=", "hydra.swe
 
 
 def entry_point() -> list[str]:
-    """The command that starts this program again: ``python script.py`` or ``python -m package.module``."""
+    """The command that starts this program again: ``python script.py`` or ``python -m package.module``
+    (in a worker of a sweep's parallel launcher: the sweep's, see :func:`entry_point_for_workers`)."""
     if os.environ.get(ENTRY_POINT_ENV):
         return list(json.loads(os.environ[ENTRY_POINT_ENV]))
+    return _own_entry_point()
+
+
+@contextlib.contextmanager
+def entry_point_for_workers() -> Iterator[None]:
+    """While a sweep runs, tell the processes it starts how this program was started.
+
+    Only for its duration: a process that ran a sweep in-process (a notebook, a test) must not hand its own
+    command to every later ``python train.py`` it starts.
+    """
+    previous = os.environ.get(ENTRY_POINT_ENV)
+    os.environ[ENTRY_POINT_ENV] = json.dumps(_own_entry_point())
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(ENTRY_POINT_ENV, None)
+        else:
+            os.environ[ENTRY_POINT_ENV] = previous
+
+
+def _own_entry_point() -> list[str]:
     import __main__
 
     spec = getattr(__main__, "__spec__", None)

@@ -23,7 +23,7 @@ Trials and their outcome
     Optuna the result of each. Each job gets, besides its searched and fixed overrides,
     ``hydra.sweeper.storage=<url> hydra.sweeper.study_name=<name> hydra.sweeper.trial=<number>``, from
     which it re-attaches to its trial (:func:`lightopt.pruning.attach_trial`) to report intermediate values
-    and be pruned.
+    and be pruned, and ``hydra.sweeper.searched=[<keys>]``, by which trackers name its run.
     The job's ``results.json`` (in its run directory) decides the trial's state: ``status: completed`` ->
     COMPLETE with the objective(s); ``pruned`` -> PRUNED; ``diverged`` -> FAIL, or COMPLETE with
     ``worst_value`` when ``diverged: worst``; ``failed``/``interrupted``, an exception in the job (out of
@@ -549,11 +549,7 @@ class OptunaSweeper(Sweeper):
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         from hydra.core.plugins import Plugins
 
-        from lightopt.distributed import ENTRY_POINT_ENV, entry_point
-
         self.hydra_context, self.config = hydra_context, config
-        # a DDP trial run by a parallel launcher's worker starts its extra ranks with this program's command
-        os.environ.setdefault(ENTRY_POINT_ENV, json.dumps(entry_point()))
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config)
 
@@ -675,8 +671,12 @@ class OptunaSweeper(Sweeper):
     # ------------------------------------------------------------------ sweep
 
     def sweep(self, arguments: list[str]) -> Any:
+        from lightopt.distributed import entry_point_for_workers
+
         try:
-            return self._sweep(arguments)
+            # a DDP trial run by a parallel launcher's worker starts its extra ranks with this program's command
+            with entry_point_for_workers():
+                return self._sweep(arguments)
         except ConfigError as err:
             print(f"lightopt: config error: {err}", file=sys.stderr, flush=True)
             sys.exit(EXIT_CONFIG_ERROR)
@@ -867,8 +867,10 @@ class _Run:
             self._tell(Pending(trial, []), Outcome(TrialState.FAIL, None, {}, f"search space: {_error_text(err)}"))
             return None
         trial.set_user_attr("overrides", overrides)
+        keys = ",".join(quote(line.split("=", 1)[0].lstrip("+~")) for line in overrides)
         contract = [f"hydra.sweeper.storage={quote(self.storage_url)}",
-                    f"hydra.sweeper.study_name={quote(self.study_name)}", f"hydra.sweeper.trial={trial.number}"]
+                    f"hydra.sweeper.study_name={quote(self.study_name)}", f"hydra.sweeper.trial={trial.number}",
+                    f"hydra.sweeper.searched=[{keys}]"]
         searched = [*overrides, *self.s._gpu_overrides(slot)]
         shape = tuple(key if (key := line.split("=", 1)[0]) in self.numeric_keys else line for line in searched)
         return Pending(trial, [*self.space.fixed, *searched, *contract], shape=shape)

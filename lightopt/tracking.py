@@ -64,20 +64,31 @@ def redact(value: Any) -> Any:
     return value
 
 
-def run_name(overrides: Sequence[str], choices: Mapping[str, Any] | None = None) -> str:
+def run_name(overrides: Sequence[str], choices: Mapping[str, Any] | None = None,
+             keys: Sequence[str] | None = None) -> str:
     """A short name from the task overrides, e.g. ``adamw-cosine-lr=0.003``.
 
     The chosen optimizer and schedule come first (from ``choices`` when given), then every other override
-    as ``<last key part>=<value>``; Hydra's own keys are left out.
+    (only those of ``keys`` when given: a sweep trial's searched keys) as ``<last key part>=<value>``,
+    numbers to 4 significant digits; Hydra's own keys are left out.
     """
     choices = choices or {}
     parts = [str(choices[g]) for g in NAMING_GROUPS if choices.get(g)]
     for override in overrides:
         key, _, value = override.lstrip("+~").partition("=")
-        if not value or key.startswith("hydra") or key in NAMING_GROUPS:
+        if not value or key.startswith("hydra") or key in NAMING_GROUPS or (keys is not None and key not in keys):
             continue
-        parts.append(f"{key.split('.')[-1].split('/')[-1]}={value}")
+        parts.append(f"{key.split('.')[-1].split('/')[-1]}={_short_number(value)}")
     return "-".join(parts) or "run"
+
+
+def _short_number(text: str) -> str:
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    short = f"{value:.4g}"
+    return short if len(short) < len(text) else text
 
 
 def run_tags(choices: Mapping[str, Any]) -> list[str]:
@@ -98,6 +109,10 @@ def hydra_context() -> dict[str, Any]:
 
     sweep = current_sweep_trial()
     if sweep is not None:  # a sweep's trials form one W&B group, with the sweep-summary run
+        # named by number and searched values: the fixed overrides are the same in every trial of the group
+        searched = hc.sweeper.get("searched")
+        if searched is not None:
+            context["name"] = f"{sweep.number}-{run_name(list(hc.overrides.task), choices, list(searched))}"
         context |= {"group": sweep.study_name, "job_type": TRIAL_JOB_TYPE}
     return context
 

@@ -2,11 +2,13 @@
 
 import csv
 import json
+import os
 import re
+import sys
 
 import pytest
 
-from lightopt.distributed import rank_command
+from lightopt.distributed import ENTRY_POINT_ENV, rank_command
 from tests.conftest import run_cli
 
 
@@ -28,6 +30,22 @@ def test_rank_command_is_a_single_run_of_the_trial_in_its_directory(tmp_path):
     assert not any(c.startswith(("hydra.sweep.dir", "hydra/sweeper/sampler", "hydra.sweeper.n_trials")) for c in cmd)
     assert f'hydra.run.dir="{(tmp_path / "3").resolve()}"' in cmd
     assert "hydra.job.name=train_rank1" in cmd and "hydra.output_subdir=null" in cmd
+
+
+def test_a_sweep_tells_the_processes_it_starts_its_command_only_while_it_runs(tmp_path, monkeypatch):
+    from tests.test_sweeper import LR, sweep_in_process
+
+    monkeypatch.delenv(ENTRY_POINT_ENV, raising=False)
+    seen = []
+
+    def task(cfg) -> float:
+        seen.append(os.environ.get(ENTRY_POINT_ENV))
+        return 0.0
+
+    sweep_in_process(tmp_path, task, "hydra.sweeper.n_trials=1", LR)
+    assert json.loads(seen[0])[0] == sys.executable
+    # gone afterwards: a `python train.py -m trainer=ddp` started later by this process finds its own script
+    assert ENTRY_POINT_ENV not in os.environ
 
 
 def rank_lines(log_text: str) -> list[tuple[str, str, int]]:

@@ -193,6 +193,9 @@ def check_wandb_trials_and_sweep_summary(sweep_dir: Path) -> None:
     (run_file,) = (sweep_dir / str(best["best_trial"]) / "wandb").glob("offline-run-*/run-*.wandb")
     run = run_record(run_file)
     assert run["run_group"] == best["study_name"] and run["job_type"] == "trial"
+    # named by trial number and the searched choices, not the overrides every trial shares
+    params = best["best_params"]
+    assert run["display_name"] == f"{best['best_trial']}-{params['optimizer']}-{params['schedule']}"
 
     (run_file,) = (sweep_dir / "wandb").glob("offline-run-*/run-*.wandb")  # the summary, in the sweep dir
     run = run_record(run_file)

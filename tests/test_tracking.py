@@ -58,6 +58,9 @@ def test_run_name_and_tags_from_overrides():
     assert run_name(overrides, choices) == "adamw-cosine-lr=3e-3"
     assert run_tags(choices) == ["optimizer:adamw", "schedule:cosine", "model:mlp", "data:digits"]
     assert run_name([], {}) == "run"
+    # a sweep trial: only its searched keys, numbers shortened
+    trial = ["trainer.max_epochs=3", "logger=wandb", "optimizer.lr=0.004430375245218269", "model.width=64"]
+    assert run_name(trial, choices, ["optimizer.lr", "model.width"]) == "adamw-cosine-lr=0.00443-width=64"
 
 
 @pytest.mark.skipif(shutil.which("wandb") is None and not (Path(sys.executable).parent / "wandb").exists(),

@@ -39,6 +39,7 @@ class LightoptSweeperConf:
     gpu_per_trial: bool = False
     report: bool = True
     trial: Optional[int] = None
+    searched: Optional[List[str]] = None
 
 
 ConfigStore.instance().store(group="hydra/sweeper/schema", name="lightopt", node=LightoptSweeperConf,
