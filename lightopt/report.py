@@ -36,6 +36,7 @@ import csv
 import html
 import logging
 import math
+import secrets
 import statistics
 import sys
 import time
@@ -791,6 +792,7 @@ class Report:
     best: list[TrialRow]  # the best trial, or the Pareto front
     comparison: Comparison | None
     seconds: float
+    study: Any = None  # the Optuna study reported on
 
     @property
     def images(self) -> dict[str, Path]:
@@ -857,7 +859,7 @@ def make_report(sweep_dir: str | Path, study: Any = None) -> Report:
     seconds = time.perf_counter() - start
     log.info("sweep report: %s (%.1f s)", path, seconds)
     return Report(path, pics.pictures, rows, info, directions, [best] if not multi and best else front, comp,
-                  seconds)
+                  seconds, study)
 
 
 def _page(info: SweepInfo, study_name: str, rows: Sequence[TrialRow], directions: Sequence[str],
@@ -937,6 +939,10 @@ def wandb_settings(configs: Iterable[Any]) -> dict[str, Any] | None:
     return None
 
 
+#: study user attribute holding the id of the sweep's W&B summary run
+SUMMARY_RUN_ID_ATTR = "wandb_summary_run_id"
+
+
 def log_to_wandb(report: Report, settings: Mapping[str, Any]) -> Path | None:
     """The sweep as one W&B run (job type ``sweep-summary``, group = study name): trials table, pictures."""
     from lightopt import tracking
@@ -963,11 +969,17 @@ def log_to_wandb(report: Report, settings: Mapping[str, Any]) -> Path | None:
     elif report.best:
         summary["pareto_front"] = [{"number": t.number, "values": list(t.values or ()), "params": dict(t.params)}
                                    for t in report.best]
+    # one summary run per study: a rerun of the sweep (a resume, a rebuilt report) updates the same W&B run
+    run_id = report.study.user_attrs.get(SUMMARY_RUN_ID_ATTR) if report.study is not None else None
+    if not run_id:
+        run_id = secrets.token_hex(8)
+        if report.study is not None:
+            report.study.set_user_attr(SUMMARY_RUN_ID_ATTR, run_id)
     return tracking.log_sweep_summary(
         report.info.sweep_dir, group=str(report.info.study_name), columns=columns, rows=data,
         images=report.images, summary=summary, project=settings.get("project") or "lightopt",
         entity=settings.get("entity"), mode=str(settings.get("mode") or "auto"),
-        tags=list(settings.get("tags") or []))
+        tags=list(settings.get("tags") or []), run_id=run_id)
 
 
 def after_sweep(sweep_dir: str | Path, study: Any = None, configs: Iterable[Any] = ()) -> Path | None:

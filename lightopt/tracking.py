@@ -171,14 +171,15 @@ def log_sweep_summary(
     entity: str | None = None,
     mode: str = "auto",
     tags: Iterable[str] = (),
+    run_id: str | None = None,
 ) -> Path | None:
     """One W&B run for a whole sweep: job type ``sweep-summary`` in the trials' ``group`` (the study name).
 
     Logs the trials as a ``wandb.Table`` (``columns``/``rows``), each of ``images`` (name -> PNG) as a
     ``wandb.Image`` under ``report/<name>``, and ``summary`` (best value and params...) into the run's
     summary, then finishes the run. Mode as for the trials (:func:`resolve_mode`: offline without
-    credentials, never a prompt); files go to ``save_dir/wandb``. Returns the run's directory, or None
-    when the mode is ``disabled``.
+    credentials, never a prompt); files go to ``save_dir/wandb``. With ``run_id`` the run of that id is
+    continued (created the first time). Returns the run's directory, or None when the mode is ``disabled``.
     """
     import wandb
 
@@ -189,7 +190,8 @@ def log_sweep_summary(
     save_dir.mkdir(parents=True, exist_ok=True)
     run = wandb.init(project=project, entity=entity, dir=str(save_dir), mode=resolved, group=group,
                      job_type=SUMMARY_JOB_TYPE, name=f"{group}-summary", tags=sorted(set(tags)) or None,
-                     settings=_quiet_settings(), reinit="create_new")
+                     id=run_id, resume="allow" if run_id else None, settings=_quiet_settings(),
+                     reinit="create_new")
     try:
         data: dict[str, Any] = {"trials": wandb.Table(columns=list(columns), data=[list(r) for r in rows],
                                                       allow_mixed_types=True)}

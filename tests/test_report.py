@@ -245,6 +245,14 @@ def test_grid_sweep_writes_the_report_the_comparison_and_wandb_runs(tmp_path, mo
     assert capsys.readouterr().out.strip().splitlines()[-1] == str(sweep_dir / "report.html")
     assert_real_png(sweep_dir / "history.png")
 
+    # the same command again (nothing left to run): the summary goes to the same W&B run, not a new one
+    proc = run_cli("-m", *QUICK, "trainer.max_epochs=1", "checkpoint.enabled=false", "logger=[csv,wandb]",
+                   f"hydra.sweep.dir={sweep_dir}", "hydra/sweeper/sampler=grid", "optimizer=choice(sgd,adam)",
+                   "schedule=choice(constant,cosine)", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summaries = sorted((sweep_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(summaries) == 2 and len({run_record(f)["run_id"] for f in summaries}) == 1
+
 
 # ------------------------------------------------------------------------------------------- other sweeps
 
