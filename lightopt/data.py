@@ -29,11 +29,12 @@ class TensorBatches:
     before each epoch; this object is its own sampler for that purpose.
 
     Rows are dealt out to the ranks in turn. With ``even`` (training), every rank gets ``len(x) //
-    world_size`` of them (``drop_last`` drops its last, smaller batch) and the rest wait for another epoch: the ranks take the same number of
-    equal steps, whose gradients DDP averages. Without it (evaluation), every row is used exactly once,
-    so metrics reduced over the ranks are those of the whole set; the shares then differ by at most one
-    row, and each is cut into the same number of batches (sizes differing by at most one, at most
-    ``batch_size`` rows, or 2 when that is 1 and the shares differ) so that no rank waits for another.
+    world_size`` of them (``drop_last`` drops its last, smaller batch) and the rest wait for another
+    epoch: the ranks take the same number of equal steps, whose gradients DDP averages. Without it
+    (evaluation), every row is used exactly once, so metrics reduced over the ranks are those of the whole
+    set; the shares then differ by at most one row, and each is cut into the same number of batches (sizes
+    differing by at most one, at most ``batch_size`` rows, or 2 when that is 1 and the shares differ) so
+    that no rank waits for another.
     """
 
     def __init__(
