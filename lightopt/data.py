@@ -87,7 +87,9 @@ class TensorBatches:
             g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
             order = torch.randperm(len(x), generator=g) if self.shuffle else torch.arange(len(x))
             order = order[self.rank :: self.world_size]
-            x, y = (x[order[: self._rows()]], y[order[: self._rows()]]) if self.even else (x[order], y[order])
+            if self.even:
+                order = order[: self._rows()]
+            x, y = x[order], y[order]
         if not self.even:
             yield from zip(x.tensor_split(len(self)), y.tensor_split(len(self)))
             return
