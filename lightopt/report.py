@@ -792,7 +792,7 @@ class Report:
     best: list[TrialRow]  # the best trial, or the Pareto front
     comparison: Comparison | None
     seconds: float
-    study: Any = None  # the Optuna study reported on
+    study: Any  # the Optuna study reported on
 
     @property
     def images(self) -> dict[str, Path]:
@@ -970,11 +970,10 @@ def log_to_wandb(report: Report, settings: Mapping[str, Any]) -> Path | None:
         summary["pareto_front"] = [{"number": t.number, "values": list(t.values or ()), "params": dict(t.params)}
                                    for t in report.best]
     # one summary run per study: a rerun of the sweep (a resume, a rebuilt report) updates the same W&B run
-    run_id = report.study.user_attrs.get(SUMMARY_RUN_ID_ATTR) if report.study is not None else None
+    run_id = report.study.user_attrs.get(SUMMARY_RUN_ID_ATTR)
     if not run_id:
         run_id = secrets.token_hex(8)
-        if report.study is not None:
-            report.study.set_user_attr(SUMMARY_RUN_ID_ATTR, run_id)
+        report.study.set_user_attr(SUMMARY_RUN_ID_ATTR, run_id)
     return tracking.log_sweep_summary(
         report.info.sweep_dir, group=str(report.info.study_name), columns=columns, rows=data,
         images=report.images, summary=summary, project=settings.get("project") or "lightopt",

@@ -102,17 +102,17 @@ def hydra_context() -> dict[str, Any]:
 
     if not HydraConfig.initialized():
         return {}
-    hc = HydraConfig.get()
-    choices = dict(hc.runtime.choices)
-    context: dict[str, Any] = {"name": run_name(list(hc.overrides.task), choices), "tags": run_tags(choices)}
     from lightopt.pruning import current_sweep_trial
 
+    hc = HydraConfig.get()
+    choices = dict(hc.runtime.choices)
     sweep = current_sweep_trial()
+    # a sweep trial is named by number and searched values: its fixed overrides are those of every trial
+    searched = hc.sweeper.get("searched") if sweep is not None else None
+    name = run_name(list(hc.overrides.task), choices, None if searched is None else list(searched))
+    context: dict[str, Any] = {"name": name if searched is None else f"{sweep.number}-{name}",
+                               "tags": run_tags(choices)}
     if sweep is not None:  # a sweep's trials form one W&B group, with the sweep-summary run
-        # named by number and searched values: the fixed overrides are the same in every trial of the group
-        searched = hc.sweeper.get("searched")
-        if searched is not None:
-            context["name"] = f"{sweep.number}-{run_name(list(hc.overrides.task), choices, list(searched))}"
         context |= {"group": sweep.study_name, "job_type": TRIAL_JOB_TYPE}
     return context
 
