@@ -9,16 +9,12 @@ Examples:
 import hydra
 from omegaconf import DictConfig
 
-from lightopt.cli import exit_on_config_error
+from lightopt.train import task
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float:
-    # imported here so that --help and config-composition errors answer without loading torch
-    from lightopt.train import run
-
-    with exit_on_config_error():
-        return run(cfg)
+    return task(cfg)
 
 
 if __name__ == "__main__":

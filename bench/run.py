@@ -48,9 +48,9 @@ from torch.utils.data import DataLoader, TensorDataset
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lightopt.data import DigitsDataModule  # noqa: E402
-from lightopt.models import MLP  # noqa: E402
-from lightopt.module import LitModel  # noqa: E402
+from lightopt.run.data import DigitsDataModule  # noqa: E402
+from lightopt.run.models import MLP  # noqa: E402
+from lightopt.run.module import LitModel  # noqa: E402
 
 ADAM = OmegaConf.create({"_target_": "torch.optim.Adam", "lr": 3e-3})
 COSINE = OmegaConf.create({"name": "cosine", "warmup": 0, "min_lr": 0.0, "total_steps": None})
@@ -89,7 +89,7 @@ def make_logger(kind: str, out_dir: Path) -> Any:
     if kind == "csv":
         return L.pytorch.loggers.CSVLogger(out_dir, name="", version="")
     if kind == "wandb":
-        from lightopt.tracking import wandb_logger
+        from lightopt.run.tracking import wandb_logger
 
         return wandb_logger(out_dir, mode="offline", name="bench")
     return False
@@ -209,7 +209,7 @@ def token_batches(cfg: dict[str, int], batch: int, count: int, device: torch.dev
 
 def plain_gpt(cfg: dict[str, int], batches: list, steps: int, device: torch.device, compiled: bool) -> float:
     """Tokens/s of a plain loop: autocast bf16 on CUDA, fused AdamW, cosine, the same model."""
-    from lightopt.models import GPT
+    from lightopt.run.models import GPT
 
     torch.manual_seed(0)
     model = GPT(**cfg).to(device)
@@ -266,8 +266,8 @@ class TokenTimer(Callback):
 
 def lightopt_gpt(cfg: dict[str, int], batches: list, steps: int, device: torch.device, compiled: bool) -> float:
     """Tokens/s of lightopt's path: LitModel (language modeling), its AdamW + schedule, Lightning's loop."""
-    from lightopt.models import GPT
-    from lightopt.speed import configure
+    from lightopt.run.models import GPT
+    from lightopt.run.speed import configure
 
     torch.manual_seed(0)
     model = GPT(**cfg)
@@ -287,7 +287,7 @@ def lightopt_gpt(cfg: dict[str, int], batches: list, steps: int, device: torch.d
 
 
 def gpt_case(device: torch.device, small: bool, compiled: bool) -> dict[str, Any]:
-    from lightopt.models import GPT
+    from lightopt.run.models import GPT
 
     cfg = GPT_TINY if device.type == "cpu" else GPT2_SMALL
     if device.type == "cpu":  # tiny steps of a few ms: more of them, so that the machine's noise averages out
@@ -372,7 +372,7 @@ def step_path(opt: torch.optim.Optimizer) -> str:
 
 def optimizer_step(device: torch.device, n_params: int, repeat: int) -> dict[str, Any]:
     """Each optimizer's step time on ``n_params`` parameters against its memory-bandwidth bound."""
-    from lightopt.optimizers import create_optimizer
+    from lightopt.core.optimizers import create_optimizer
 
     width = 2048 if n_params >= 2048 * 2048 * 4 else 512
     layers = max(1, round(n_params / (width * width)))

@@ -19,9 +19,9 @@ from omegaconf import DictConfig
 
 from lightopt.cli import exit_on_config_error
 from lightopt.errors import ConfigError
-from lightopt.optimizers import create_optimizer
-from lightopt.schedules import create_scheduler, to_steps
-from lightopt.train import build_model
+from lightopt.core.optimizers import create_optimizer
+from lightopt.core.schedules import create_scheduler, to_steps
+from lightopt.run.training import build_model
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def preview(cfg: DictConfig, out_dir: Path) -> Path:
     return out_dir
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="preview")
+@hydra.main(version_base="1.3", config_path="pkg://lightopt.conf", config_name="preview")
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 

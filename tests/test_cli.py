@@ -134,7 +134,7 @@ def test_ddp_at_the_same_global_batch_has_the_one_device_schedule_and_full_valid
     import torch
     from hydra.utils import instantiate
 
-    from lightopt.train import build_model
+    from lightopt.run.training import build_model
     from tests.conftest import compose_cfg
 
     common = ["trainer.max_epochs=2", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",

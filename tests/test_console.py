@@ -10,10 +10,11 @@ import pytest
 from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 from rich.console import Console
 
-from lightopt import console
-from lightopt.data import DigitsDataModule
 from lightopt.errors import ConfigError
-from lightopt.train import build_model, run
+from lightopt.formatting import fmt
+from lightopt.run import console
+from lightopt.run.data import DigitsDataModule
+from lightopt.run.training import build_model, run
 from tests.conftest import QUICK, compose_cfg, run_cli
 
 
@@ -124,7 +125,7 @@ def test_run_prints_its_summary_and_final_metrics(tmp_path, capsys):
     assert row(summary, "precision") == "32-true" and row(summary, "accelerator") == "cpu x 1"
     assert str(tmp_path) in re.sub(r"[\s│]", "", summary)  # a long path wraps in a narrow terminal
 
-    assert f"val/acc = {console.fmt_value(value)}" in final
+    assert f"val/acc = {fmt(value, 6)}" in final
     assert "completed" in final and "10 optimizer steps, 2 epochs" in final
 
 

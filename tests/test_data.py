@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from lightopt.data import DigitsDataModule, RegressionDataModule, TensorBatches, TokensDataModule, markov_windows
+from lightopt.run.data import DigitsDataModule, RegressionDataModule, TensorBatches, TokensDataModule, markov_windows
 
 
 def test_batches_cover_every_row_once_per_epoch():

@@ -8,44 +8,39 @@ import sys
 
 import pytest
 
-from lightopt.distributed import ENTRY_POINT_ENV, rank_command
+from lightopt.contract import TrialContext
+from lightopt.run.ranks import rank_command
 from tests.conftest import run_cli
 
 
 def test_rank_command_is_a_single_run_of_the_trial_in_its_directory(tmp_path):
-    cmd = rank_command(
-        ["python", "/src/train.py"],
-        ["trainer=ddp_cpu", "optimizer.lr=0.0123", "optimizer=adam"],
-        ["hydra.sweep.dir=multirun/x", "hydra/sweeper/sampler=tpe", "hydra.sweeper.n_trials=8",
-         "hydra.sweeper.storage=sqlite:///multirun/x/optuna.db", "hydra.sweeper.study_name=train-1",
-         "hydra.sweeper.trial=3"],
-        tmp_path / "3", "train", 1,
-    )
+    cmd = rank_command(["python", "/src/train.py"], ["trainer=ddp_cpu", "optimizer.lr=0.0123", "optimizer=adam"],
+                       tmp_path / "3", "train", 1)
     assert cmd[:2] == ["python", "/src/train.py"]
     assert "-m" not in cmd and "--multirun" not in cmd
-    # the trial's values and the keys through which a rank finds its Optuna trial ...
-    assert {"trainer=ddp_cpu", "optimizer.lr=0.0123", "optimizer=adam", "hydra.sweeper.trial=3",
-            "hydra.sweeper.study_name=train-1", "hydra.sweeper.storage=sqlite:///multirun/x/optuna.db"} <= set(cmd)
-    # ... but nothing of the sweep itself
-    assert not any(c.startswith(("hydra.sweep.dir", "hydra/sweeper/sampler", "hydra.sweeper.n_trials")) for c in cmd)
+    # the trial's values; the rank finds its Optuna trial in the trial.json of the directory it shares
+    assert {"trainer=ddp_cpu", "optimizer.lr=0.0123", "optimizer=adam"} <= set(cmd)
+    assert not any(c.startswith(("hydra.sweep", "hydra/sweeper")) for c in cmd)
     assert f'hydra.run.dir="{(tmp_path / "3").resolve()}"' in cmd
     assert "hydra.job.name=train_rank1" in cmd and "hydra.output_subdir=null" in cmd
 
 
-def test_a_sweep_tells_the_processes_it_starts_its_command_only_while_it_runs(tmp_path, monkeypatch):
+def test_each_job_of_a_sweep_gets_its_trial_context_with_the_sweeps_command(tmp_path):
     from tests.test_sweeper import LR, sweep_in_process
 
-    monkeypatch.delenv(ENTRY_POINT_ENV, raising=False)
-    seen = []
+    seen: list[TrialContext | None] = []
 
     def task(cfg) -> float:
-        seen.append(os.environ.get(ENTRY_POINT_ENV))
+        seen.append(TrialContext.current())
         return 0.0
 
-    sweep_in_process(tmp_path, task, "hydra.sweeper.n_trials=1", LR)
-    assert json.loads(seen[0])[0] == sys.executable
-    # gone afterwards: a `python train.py -m trainer=ddp` started later by this process finds its own script
-    assert ENTRY_POINT_ENV not in os.environ
+    sweep_in_process(tmp_path, task, "hydra.sweeper.n_trials=2", LR)
+    assert [c.number for c in seen] == [0, 1]
+    assert all(c.entry_point[0] == sys.executable for c in seen)  # how DDP ranks of the trial are started
+    assert all(c.searched == ("optimizer.lr",) for c in seen)
+    assert seen[1].run_dir == str((tmp_path / "1").absolute())
+    # nothing is left in the environment: a `python train.py trainer=ddp` started later finds its own script
+    assert not any(k.startswith("LIGHTOPT") for k in os.environ)
 
 
 def rank_lines(log_text: str) -> list[tuple[str, str, int]]:

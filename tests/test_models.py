@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from lightopt.models import CNN, GPT, MLP, LinearModel
+from lightopt.run.models import CNN, GPT, MLP, LinearModel
 
 
 def test_mlp_layers_width_dropout():

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from lightopt.module import MeanPerplexity, WeightedMean
+from lightopt.run.module import MeanPerplexity, WeightedMean
 
 
 def test_weighted_mean_weights_each_batch_by_its_size():

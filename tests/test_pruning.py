@@ -1,7 +1,7 @@
-"""Pruning sweep trials: a run re-attaches to its Optuna trial from the Hydra config and stops when pruned.
+"""Pruning sweep trials: a run re-attaches to its Optuna trial from its trial context and stops when pruned.
 
-The sweeper's side is emulated: a real SQLite study, a trial asked from it, and the ``hydra.sweeper``
-keys (storage, study_name, trial, pruner) that the sweeper appends to each job's overrides.
+The sweeper's side is emulated: a real SQLite study, a trial asked from it, and the ``trial.json`` the sweeper
+writes into each job's run directory.
 """
 
 from __future__ import annotations
@@ -17,29 +17,28 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from lightopt.contract import TrialContext
 from lightopt.errors import ConfigError
-from lightopt.pruning import OptunaPruning, SweepTrial, attach_trial, build_pruner, current_sweep_trial
-from lightopt.train import run
+from lightopt.run.pruning import OptunaPruning, attach, build_pruner
+from lightopt.run.training import run
 from tests.conftest import CONF, QUICK, run_cli
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 # 3 epochs of 5 steps: validations (and reports) at global steps 5, 10 and 15
 SHORT = [*QUICK, "trainer.max_epochs=3", "checkpoint.enabled=false"]
-MEDIAN = "{_target_:optuna.pruners.MedianPruner,n_startup_trials:2,n_warmup_steps:0}"
+
+
+MEDIAN_CFG = {"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": 2, "n_warmup_steps": 0}
 
 
 @pytest.fixture
 def hydra_job():
-    """Compose ``train.yaml`` as a sweep job and make its ``hydra`` node current, as Hydra does for a job."""
+    """Compose ``train.yaml`` as a job and make its ``hydra`` node current, as Hydra does for a job."""
 
-    def make(*overrides: str, storage: str | None = None, study: str | None = None, trial: int | None = None,
-             pruner: str = MEDIAN) -> DictConfig:
-        # ++: the keys are the sweeper's; force-adding works whichever sweeper config is selected
-        sweep = [] if trial is None else [f"++hydra.sweeper.storage={storage}", f"++hydra.sweeper.study_name={study}",
-                                          f"++hydra.sweeper.trial={trial}", f"++hydra.sweeper.pruner={pruner}"]
+    def make(*overrides: str) -> DictConfig:
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            cfg = compose("train", overrides=[*overrides, *sweep], return_hydra_config=True)
+            cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
         HydraConfig.instance().set_config(cfg)
         task = copy.deepcopy(cfg)
         with open_dict(task):
@@ -48,6 +47,12 @@ def hydra_job():
 
     yield make
     HydraConfig.instance().cfg = None
+
+
+def as_trial(run_dir: Path, storage: str, study: str, number: int, pruner: dict | None = MEDIAN_CFG) -> Path:
+    """Make ``run_dir`` the run directory of a sweep trial, as the sweeper does before it launches the job."""
+    TrialContext(storage, study, number, pruner, run_dir=str(run_dir)).write(run_dir)
+    return run_dir
 
 
 def results(path: Path) -> dict:
@@ -60,8 +65,8 @@ def test_bad_trial_is_pruned_and_good_ones_complete(tmp_path, hydra_job):
 
     def trial_run(name: str, *overrides: str) -> tuple[int, dict]:
         number = study.ask().number
-        out = tmp_path / name
-        run(hydra_job(*SHORT, *overrides, storage=storage, study="s", trial=number), out)
+        out = as_trial(tmp_path / name, storage, "s", number)
+        run(hydra_job(*SHORT, *overrides), out)
         res = results(out)
         # what the sweeper does with results.json
         state = optuna.trial.TrialState.PRUNED if res["status"] == "pruned" else optuna.trial.TrialState.COMPLETE
@@ -94,9 +99,8 @@ def test_a_job_in_its_own_process_reports_to_the_shared_storage(tmp_path):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     study = optuna.create_study(storage=storage, study_name="s", direction="maximize")
     number = study.ask().number
-    run_dir = tmp_path / "run"
-    proc = run_cli(*QUICK, f"hydra.run.dir={run_dir}", f"++hydra.sweeper.storage={storage}",
-                   "++hydra.sweeper.study_name=s", f"++hydra.sweeper.trial={number}", cwd=tmp_path)
+    run_dir = as_trial(tmp_path / "run", storage, "s", number, pruner=None)
+    proc = run_cli(*QUICK, f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = results(run_dir)
     assert res["status"] == "completed" and res["trial"] == number
@@ -104,9 +108,9 @@ def test_a_job_in_its_own_process_reports_to_the_shared_storage(tmp_path):
 
 
 def test_no_trial_outside_a_sweep(tmp_path, hydra_job):
-    assert not HydraConfig.initialized() and attach_trial() is None  # no Hydra at all
-    cfg = hydra_job(*QUICK)  # a Hydra job without the sweeper's trial keys
-    assert current_sweep_trial() is None and attach_trial() is None
+    assert not HydraConfig.initialized() and TrialContext.current() is None  # no Hydra at all
+    cfg = hydra_job(*QUICK)  # a Hydra job whose run directory holds no trial.json
+    assert TrialContext.current() is None
     run(cfg, tmp_path)
     res = results(tmp_path)
     assert res["status"] == "completed" and res["trial"] is None
@@ -117,20 +121,20 @@ def test_attach_reads_only_the_storage(tmp_path):
     study = optuna.create_study(storage=storage, study_name="s", direction="minimize")
     study.ask()
     number = study.ask().number
-    trial = SweepTrial(storage, "s", number, OmegaConf.create({"_target_": "optuna.pruners.MedianPruner"})).attach()
+    trial = attach(TrialContext(storage, "s", number, {"_target_": "optuna.pruners.MedianPruner"}))
     assert trial.number == number
     assert isinstance(trial.study.pruner, optuna.pruners.MedianPruner)
     trial.report(0.5, step=3)  # lands in the shared storage, where the sweeper sees it
     assert optuna.load_study(study_name="s", storage=storage).trials[number].intermediate_values == {3: 0.5}
-    with pytest.raises(ConfigError, match="hydra.sweeper.trial=7"):
-        SweepTrial(storage, "s", 7).attach()
+    with pytest.raises(ConfigError, match="number=7.*no such trial"):
+        attach(TrialContext(storage, "s", 7))
 
 
 def test_multi_objective_studies_are_not_pruned(tmp_path):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     study = optuna.create_study(storage=storage, study_name="mo", directions=["maximize", "minimize"])
     number = study.ask().number
-    assert SweepTrial(storage, "mo", number, None).attach() is None
+    assert attach(TrialContext(storage, "mo", number, None)) is None
 
 
 @pytest.mark.parametrize("cfg", [None, "none", "null"])
@@ -147,9 +151,9 @@ def test_bad_pruner_config_is_a_config_error(cfg):
 def test_direction_must_match_the_study(tmp_path):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     study = optuna.create_study(storage=storage, study_name="s", direction="minimize")
-    trial = SweepTrial(storage, "s", study.ask().number).attach()
-    with pytest.raises(ConfigError, match="objective.direction='maximize'.*minimize"):
-        OptunaPruning(trial, "val/acc", "maximize")
+    trial = attach(TrialContext(storage, "s", study.ask().number))
+    with pytest.raises(ConfigError, match="OptunaPruning.mode='maximize'.*minimize"):
+        OptunaPruning("val/acc", "max", trial=trial)
 
 
 class FakeTrial:
@@ -180,7 +184,7 @@ def fake_trainer(rank: int, rank0_decision: bool | None = None, sanity: bool = F
 
 def test_rank_zero_reports_and_its_decision_stops_every_rank():
     trial = FakeTrial(prune=True)
-    rank0, rank1 = OptunaPruning(trial, "val/acc", "maximize"), OptunaPruning(trial, "val/acc", "maximize")
+    rank0, rank1 = OptunaPruning("val/acc", "maximize", trial=trial), OptunaPruning("val/acc", "maximize", trial=trial)
     t0 = fake_trainer(0)
     rank0.on_validation_end(t0, None)
     assert trial.reports == [(20, 0.25)]
@@ -193,7 +197,7 @@ def test_rank_zero_reports_and_its_decision_stops_every_rank():
 
 def test_nothing_is_reported_during_the_sanity_check_or_for_a_nonfinite_value():
     trial = FakeTrial(prune=True)
-    cb = OptunaPruning(trial, "val/acc", "maximize")
+    cb = OptunaPruning("val/acc", "maximize", trial=trial)
     cb.on_validation_end(fake_trainer(0, sanity=True), None)
     nan = fake_trainer(0)
     nan.callback_metrics["val/acc"] = float("nan")

@@ -1,4 +1,5 @@
-"""The sweep report (``lightopt/report.py``) and the W&B runs of a sweep: from real short sweeps on digits.
+"""The sweep report (:mod:`lightopt.search.report`, ``python -m lightopt.report``) and the W&B runs of a sweep:
+from real short sweeps on digits.
 
 One real grid sweep (2 optimizers x 2 schedules, one short epoch each, CSV and offline W&B loggers) is shared
 by the end-to-end tests; the comparison table's arithmetic is checked on hand-built trials.
@@ -19,14 +20,13 @@ import numpy as np
 import pytest
 import yaml
 
-from lightopt.report import (
+from lightopt.report import main
+from lightopt.search.report import (
     PICTURES,
     TrialRow,
     build_report,
     cell_text,
     comparison_table,
-    main,
-    wandb_settings,
     write_comparison_csv,
 )
 from tests.conftest import QUICK, run_cli
@@ -91,14 +91,6 @@ def test_comparison_takes_each_pairs_best_setting_of_other_params(tmp_path):
     assert float(table[0]["std"]) == pytest.approx(statistics.stdev([0.8, 0.9])) and table[1]["std"] == ""
     # without both keys searched there is no comparison
     assert comparison_table(rows(("COMPLETE", 0.5, {"optimizer": "sgd"})), "maximize") is None
-
-
-def test_wandb_is_used_when_a_config_logs_to_it_and_is_not_disabled():
-    wandb = {"_target_": "lightopt.tracking.wandb_logger", "project": "p", "mode": "offline"}
-    csv_only = {"logger": {"csv": {"_target_": "lightning.pytorch.loggers.CSVLogger"}}}
-    assert wandb_settings([csv_only, {"logger": None}]) is None
-    assert wandb_settings([{"logger": {"wandb": {**wandb, "mode": "disabled"}}}]) is None
-    assert wandb_settings([csv_only, {"logger": {"wandb": wandb}}])["project"] == "p"
 
 
 # ------------------------------------------------------------------------------------------- a real sweep
@@ -282,7 +274,7 @@ def test_a_stopped_sweep_gets_a_report_and_a_broken_report_never_fails_a_sweep(t
     def broken(*args, **kwargs):
         raise RuntimeError("no disk space")
 
-    monkeypatch.setattr("lightopt.report.make_report", broken)
+    monkeypatch.setattr("lightopt.search.report.sweep_end.make_report", broken)
     capsys.readouterr()
     sweep_in_process(tmp_path / "ok", bowl, "hydra.sweeper.n_trials=2", LR, "logger=csv")  # no SystemExit
     with open(tmp_path / "ok" / "trials.csv") as f:

@@ -16,7 +16,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override
 from omegaconf import DictConfig, OmegaConf
 
-from lightopt.train import check_config
+from lightopt.run.training import check_config
 from tests.conftest import CONF, compose_cfg
 
 PRESETS = {

@@ -8,7 +8,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from lightopt.errors import ConfigError
-from lightopt.search_space import build_search_space, parse_param, quote
+from lightopt.search.space import build_search_space, parse_param, quote
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 PARSER = OverridesParser.create()

@@ -7,7 +7,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from lightopt import speed
+from lightopt.run import speed
 from lightopt.errors import ConfigError
 from tests.conftest import compose_cfg
 
@@ -125,13 +125,13 @@ def test_lightning_accepts_the_resolved_cpu_config():
 def test_auto_precision_and_tf32_on_this_gpu(tmp_path, caplog):
     import logging
 
-    from lightopt.train import run
+    from lightopt.run.training import run
 
     before = torch.get_float32_matmul_precision()
     try:
         cfg = compose_cfg("experiment=gpt", "data.num_tokens=20000", "trainer.max_epochs=1", "logger=csv",
                           "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false")
-        with caplog.at_level(logging.INFO, logger="lightopt.speed"):
+        with caplog.at_level(logging.INFO, logger="lightopt.run.speed"):
             run(cfg, tmp_path)
         expected = "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
         assert f"trainer.precision=auto: {expected}" in caplog.text
@@ -148,7 +148,7 @@ def test_auto_precision_and_tf32_on_this_gpu(tmp_path, caplog):
 @needs_cuda
 @pytest.mark.skipif(not (torch.cuda.is_available() and torch.cuda.is_bf16_supported()), reason="needs bf16")
 def test_gpt_forward_in_bf16_autocast_on_gpu():
-    from lightopt.models import GPT
+    from lightopt.run.models import GPT
 
     model = GPT(256, 64).cuda()
     x = torch.randint(0, 256, (4, 64), device="cuda")
@@ -162,7 +162,7 @@ def test_gpt_forward_in_bf16_autocast_on_gpu():
 @needs_cuda
 @pytest.mark.slow
 def test_gpt_compiled_on_gpu(tmp_path):
-    from lightopt.train import run
+    from lightopt.run.training import run
 
     torch._dynamo.reset()
     cfg = compose_cfg("experiment=gpt", "data.num_tokens=20000", "trainer.max_epochs=1", "logger=csv",

@@ -27,7 +27,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 
-from lightopt.sweeper import FileLock, judge, with_driver
+from lightopt.contract import TrialContext
+from lightopt.search.locks import FileLock
+from lightopt.search.outcome import judge
+from lightopt.storage import with_driver
 from tests.conftest import CONF, QUICK, ROOT, run_cli
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -332,10 +335,12 @@ def test_tpe_sweep_end_to_end(tmp_path):
         assert float(r["value"]) == res["value"]
         hydra_cfg = OmegaConf.load(run_dir / ".hydra" / "hydra.yaml").hydra
         assert hydra_cfg.job.num == int(r["number"])
-        # the contract with the job: where its trial lives
-        assert hydra_cfg.sweeper.trial == int(r["number"])
-        assert hydra_cfg.sweeper.study_name == study.study_name
-        assert hydra_cfg.sweeper.storage == f"sqlite:///{sweep_dir / 'optuna.db'}"
+        # the contract with the job: where its trial lives, in its run directory
+        context = TrialContext.read(run_dir)
+        assert (context.number, context.study_name) == (int(r["number"]), study.study_name)
+        assert context.storage == f"sqlite:///{sweep_dir / 'optuna.db'}"
+        assert context.run_dir == str(run_dir) and context.searched == ("optimizer.lr", "optimizer")
+        assert "trial" not in hydra_cfg.sweeper  # no fake config keys
         assert task_overrides(run_dir)["optimizer"] == r["optimizer"]
     assert study.trials[1].user_attrs["wall_seconds"] > 0 and study.trials[1].user_attrs["global_step"] == 10
 
@@ -406,13 +411,13 @@ def test_failing_and_diverging_trials_are_recorded_and_the_sweep_goes_on(tmp_pat
     sweep_dir = tmp_path / "sweep"
     proc = run_cli("-m", *QUICK, f"hydra.sweep.dir={sweep_dir}", "hydra/sweeper/sampler=grid",
                    "hydra.sweeper.max_failure_rate=1.0", "optimizer=sgd", "optimizer.lr=choice(1e12,1e-3)",
-                   "model._target_=choice(lightopt.models.MLP,no.such.Model)", cwd=tmp_path)
+                   "model._target_=choice(lightopt.run.models.MLP,no.such.Model)", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = {(r["optimizer.lr"], r["model._target_"]): r for r in rows(sweep_dir)}
     assert len(table) == 4
-    assert table[("0.001", "lightopt.models.MLP")]["state"] == "COMPLETE"
-    assert table[("1000000000000.0", "lightopt.models.MLP")]["state"] == "FAIL"
-    assert table[("1000000000000.0", "lightopt.models.MLP")]["status"] == "diverged"
+    assert table[("0.001", "lightopt.run.models.MLP")]["state"] == "COMPLETE"
+    assert table[("1000000000000.0", "lightopt.run.models.MLP")]["state"] == "FAIL"
+    assert table[("1000000000000.0", "lightopt.run.models.MLP")]["status"] == "diverged"
     assert {table[(lr, "no.such.Model")]["state"] for lr in ("0.001", "1000000000000.0")} == {"FAIL"}
     errors = [t.user_attrs.get("error", "") for t in load_study(sweep_dir).trials]
     assert sum("no.such.Model" in e for e in errors) == 2
@@ -459,7 +464,7 @@ def interrupted_mid_read(cfg) -> float:
     import sqlite3
 
     if HydraConfig.get().job.num == 1:
-        db = sqlite3.connect(HydraConfig.get().sweeper.storage.removeprefix("sqlite:///"))
+        db = sqlite3.connect(TrialContext.current().storage.removeprefix("sqlite:///"))
         cursor = db.execute("SELECT * FROM trials")
         cursor.fetchone()
         os.kill(os.getpid(), signal.SIGINT)
@@ -530,7 +535,7 @@ def test_two_processes_share_a_postgres_study_and_run_exactly_n_trials(tmp_path)
 
 
 def _open_in_schema(url: str) -> str:
-    from lightopt.sweeper import open_storage
+    from lightopt.storage import open_storage
 
     try:
         open_storage(url).engine.dispose()

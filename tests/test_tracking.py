@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lightopt.errors import ConfigError
-from lightopt.tracking import has_wandb_credentials, redact, resolve_mode, run_name, run_tags, wandb_logger
+from lightopt.run.tracking import has_wandb_credentials, redact, resolve_mode, run_name, run_tags, wandb_logger
 
 
 @pytest.fixture
@@ -94,7 +94,7 @@ def inspect(run_dir: Path) -> dict:
 
 
 def test_training_run_logs_config_metrics_and_summary_to_wandb(no_credentials, tmp_path):
-    from lightopt.train import run
+    from lightopt.run.training import run
     from tests.conftest import QUICK, compose_cfg
 
     run(compose_cfg(*QUICK, "logger=[csv,wandb]", "optimizer=adamw", "optimizer.lr=0.002",
@@ -113,7 +113,7 @@ def test_training_run_logs_config_metrics_and_summary_to_wandb(no_credentials, t
 
 
 def test_resumed_run_continues_the_same_wandb_run(no_credentials, tmp_path):
-    from lightopt.train import run
+    from lightopt.run.training import run
     from tests.conftest import QUICK, compose_cfg
 
     first, second = tmp_path / "first", tmp_path / "second"
@@ -124,45 +124,9 @@ def test_resumed_run_continues_the_same_wandb_run(no_credentials, tmp_path):
 
 
 def test_tensorboard_and_csv_together(tmp_path):
-    from lightopt.train import run
+    from lightopt.run.training import run
     from tests.conftest import QUICK, compose_cfg
 
     run(compose_cfg(*QUICK, "logger=[csv,tensorboard]"), tmp_path)
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     assert (tmp_path / "metrics.csv").exists()
-
-
-def test_sweep_summary_run_holds_the_trials_table_and_pictures(no_credentials, tmp_path, capsys):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from lightopt.tracking import log_sweep_summary
-
-    fig, ax = plt.subplots()
-    ax.plot([0, 1], [1, 0])
-    fig.savefig(tmp_path / "history.png")
-    plt.close(fig)
-    table = {"columns": ["number", "state", "value", "optimizer"],
-             "rows": [[0, "COMPLETE", 0.5, "sgd"], [1, "FAIL", None, "adam"]]}
-    assert log_sweep_summary(tmp_path / "off", "study-1", **table, mode="disabled") is None
-    assert not (tmp_path / "off").exists()
-
-    run_dir = log_sweep_summary(tmp_path, "study-1", **table, images={"history": tmp_path / "history.png"},
-                                summary={"best_value": 0.5, "best_params": {"optimizer": "sgd"},
-                                         "storage": "postgresql://u:pw@h/db"})
-    assert "wandb sync" in capsys.readouterr().out  # offline without credentials, never a prompt
-    assert run_dir.parent == tmp_path / "wandb" and run_dir.name.startswith("offline-run-")
-    record = inspect(tmp_path)
-    assert record["state"] == "finished" and record["name"] == "study-1-summary"
-    summary = record["summary"]
-    assert summary["best_value"] == 0.5 and summary["best_params"] == {"optimizer": "sgd"}
-    assert summary["storage"] == "postgresql://u:***@h/db"
-    assert summary["trials"]["_type"] == "table-file" and summary["trials"]["nrows"] == 2
-    assert summary["report/history"]["_type"] == "image-file"
-    runs = sorted((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
-    out = subprocess.run([str(Path(sys.executable).parent / "wandb"), "leet", "inspect", "--json", str(runs[-1])],
-                         capture_output=True, text=True, check=True).stdout
-    run = next(json.loads(line)["run"] for line in out.splitlines() if '"type":"run"' in line.replace(" ", ""))
-    assert run["run_group"] == "study-1" and run["job_type"] == "sweep-summary"

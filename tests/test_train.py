@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lightopt.errors import ConfigError
-from lightopt.train import run
+from lightopt.run.training import run
 from tests.conftest import QUICK, assert_same_last_weights, compose_cfg
 
 
@@ -215,7 +215,7 @@ def test_bad_lr_scaling_fails_before_training(tmp_path, overrides, match):
 
 
 def test_lr_scale_factor_counts_every_process_and_accumulated_batch():
-    from lightopt.train import lr_scale_factor
+    from lightopt.run.training import lr_scale_factor
 
     assert lr_scale_factor("linear", 64, 2, 1, 64) == 2.0
     assert lr_scale_factor("sqrt", 32, 2, 2, 32) == pytest.approx(2.0)

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from lightopt.errors import ConfigError
-from lightopt.schedules import create_scheduler
-from lightopt.train import run
+from lightopt.core.schedules import create_scheduler
+from lightopt.run.training import run
 from tests.conftest import CONF, QUICK, assert_same_last_weights, compose_cfg, run_cli
 
 # a short test: 20 lr values (the suggestion ignores the first 10 and the last), from 1e-5 to 1
@@ -84,7 +84,7 @@ def test_lr_find_sets_lr0_of_the_schedule_and_writes_its_curve(tmp_path):
 
 def test_training_after_lr_find_is_a_run_at_the_suggested_lr(tmp_path, monkeypatch):
     """Weights, optimizer state, RNG and lr multipliers are as if the test never ran."""
-    from lightopt.module import LitModel
+    from lightopt.run.module import LitModel
 
     # no reseeding per epoch: dropout masks come from the RNG state the test left behind
     monkeypatch.setattr(LitModel, "on_train_epoch_start", lambda self: None)
@@ -105,7 +105,7 @@ def test_training_after_lr_find_is_a_run_at_the_suggested_lr(tmp_path, monkeypat
 
 
 def test_the_test_runs_every_param_group_at_its_multiple_of_the_swept_lr(tmp_path, monkeypatch):
-    from lightopt.module import LitModel
+    from lightopt.run.module import LitModel
 
     seen: list[list[float]] = []
     original = LitModel.on_before_optimizer_step

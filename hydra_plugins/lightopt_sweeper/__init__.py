@@ -1,1 +1,1 @@
-"""Hydra plugin for lightopt's Optuna sweeper, ``hydra/sweeper=lightopt``; the logic is in ``lightopt.sweeper``."""
+"""Hydra plugin for lightopt's Optuna sweeper, ``hydra/sweeper=lightopt``; the logic is in ``lightopt.search.sweeper``."""

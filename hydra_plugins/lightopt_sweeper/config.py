@@ -38,8 +38,6 @@ class LightoptSweeperConf:
     grace_period: Optional[int] = 60
     gpu_per_trial: bool = False
     report: bool = True
-    trial: Optional[int] = None
-    searched: Optional[List[str]] = None
 
 
 ConfigStore.instance().store(group="hydra/sweeper/schema", name="lightopt", node=LightoptSweeperConf,

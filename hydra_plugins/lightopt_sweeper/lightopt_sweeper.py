@@ -1,7 +1,7 @@
 """Hydra discovers this module (it lies in the ``hydra_plugins`` namespace package) and registers:
 
 - :class:`LightoptSweeper`, the sweeper ``hydra/sweeper=lightopt`` instantiates; it hands everything to
-  :class:`lightopt.sweeper.OptunaSweeper`, imported only when a sweep starts, so that Hydra's plugin scan at
+  :class:`lightopt.search.sweeper.OptunaSweeper`, imported only when a sweep starts, so that Hydra's plugin scan at
   every ``python train.py`` start stays free of Optuna and torch imports;
 - :class:`LightoptSearchPathPlugin`, which adds this package's YAML configs (``hydra/sweeper/lightopt``,
   ``hydra/sweeper/sampler/*``, ``hydra/sweeper/pruner/*``) to Hydra's config search path.
@@ -21,10 +21,10 @@ from hydra_plugins.lightopt_sweeper import config as _schema  # noqa: F401 - reg
 
 
 class LightoptSweeper(Sweeper):
-    """Optuna (>= 4) hyperparameter search; see :mod:`lightopt.sweeper`."""
+    """Optuna (>= 4) hyperparameter search; see :mod:`lightopt.search.sweeper`."""
 
     def __init__(self, **kwargs: Any) -> None:
-        from lightopt.sweeper import OptunaSweeper
+        from lightopt.search.sweeper import OptunaSweeper
 
         self._impl = OptunaSweeper(**kwargs)
 

@@ -1,0 +1,281 @@
+"""What a run prints to the terminal: the progress bar, a summary before training, final metrics after.
+
+Printing stays at the edges. :func:`summary_panel` and :func:`results_panel` are pure functions from
+plain data to Rich renderables (unit-testable); :func:`run_summary` reads that data off the real objects
+once training starts (:class:`RunSummary`, a callback whose ``on_train_start`` sees the data set up, the
+horizon ``T = trainer.estimated_stepping_batches`` and the optimizer built); only rank 0 prints.
+
+Settings (``console`` in ``conf/train.yaml``):
+
+- ``summary: auto | true | false``: ``auto`` prints except inside a sweep, where the sweeper prints a line
+  per trial and a table at the end.
+- ``progress_bar: auto | rich | tqdm | none``: ``auto`` is Lightning's ``RichProgressBar`` when stdout is
+  a terminal and no bar otherwise: in log files and CI a TQDM bar writes a carriage-return update per batch
+  and a Rich bar only its last state, while the summary and the final table say what matters.
+  ``trainer.enable_progress_bar=false`` means ``none`` whatever ``progress_bar`` says.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+from rich.console import Console, Group, RenderableType
+from rich.panel import Panel
+from rich.table import Table
+
+from lightopt.errors import ConfigError
+from lightopt.formatting import count, fmt
+
+log = logging.getLogger(__name__)
+
+SUMMARY_CHOICES = ("auto", True, False)
+PROGRESS_BARS = ("auto", "rich", "tqdm", "none")
+
+# (section, [(label, value), ...]) in display order: plain data for summary_panel
+Sections = Sequence[tuple[str, Sequence[tuple[str, Any]]]]
+
+
+@dataclass(frozen=True)
+class ConsoleSettings:
+    summary: bool
+    progress_bar: str  # "rich" | "tqdm" | "none"
+
+
+def settings(cfg: Mapping[str, Any], in_sweep: bool = False, isatty: bool | None = None) -> ConsoleSettings:
+    """Resolve ``cfg.console`` (absent = defaults) for this process."""
+    section = cfg.get("console") or {}
+    summary = section.get("summary", "auto")
+    if summary not in SUMMARY_CHOICES:
+        raise ConfigError("console.summary", summary, "auto | true | false")
+    bar = section.get("progress_bar", "auto")
+    if bar not in PROGRESS_BARS:
+        raise ConfigError("console.progress_bar", bar, " | ".join(PROGRESS_BARS))
+    enabled = (cfg.get("trainer") or {}).get("enable_progress_bar", True)
+    if enabled is False:
+        bar = "none"
+    elif bar == "auto":
+        tty = sys.stdout.isatty() if isatty is None else isatty
+        bar = "rich" if tty else "none"
+    return ConsoleSettings(summary=(not in_sweep) if summary == "auto" else bool(summary), progress_bar=bar)
+
+
+def progress_bar_callbacks(resolved: ConsoleSettings) -> list[Callback]:
+    """The bar as a callback (Lightning's own default is Rich's whenever Rich is installed).
+
+    For ``none`` there is none: give the trainer ``enable_progress_bar=False`` as well.
+    """
+    from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
+
+    if resolved.progress_bar == "rich":
+        return [RichProgressBar()]
+    if resolved.progress_bar == "tqdm":
+        return [TQDMProgressBar()]
+    return []
+
+
+def _objective(value: Any) -> str:
+    """An objective or metric value, to 6 significant digits."""
+    return fmt(value, 6)
+
+
+def summary_panel(sections: Sections, title: str = "lightopt run") -> Panel:
+    """A two-column table (section and key, value) of ``sections`` in a panel."""
+    table = Table(show_header=False, box=None, pad_edge=False, padding=(0, 1))
+    table.add_column(style="bold cyan", no_wrap=True)
+    table.add_column(style="dim", no_wrap=True)
+    table.add_column(overflow="fold")
+    for section, rows in sections:
+        for i, (label, value) in enumerate(rows):
+            table.add_row(section if i == 0 else "", label, count(value))
+    return Panel(table, title=title, title_align="left", expand=False)
+
+
+def results_panel(results: Mapping[str, Any], title: str = "lightopt results") -> Panel:
+    """The outcome of a run from its ``results.json`` data: objective, status, val metrics, steps, time."""
+    status = results.get("status", "?")
+    color = {"completed": "green", "pruned": "yellow", "interrupted": "yellow"}.get(status, "red")
+    facts = Table(show_header=False, box=None, pad_edge=False, padding=(0, 1))
+    facts.add_column(style="bold", no_wrap=True)
+    facts.add_column()
+    direction = results.get("direction")
+    facts.add_row("objective", f"{results.get('objective')} = {_objective(results.get('value'))}"
+                  + (f" ({direction}, {results.get('reduce', 'best')})" if direction else ""))
+    facts.add_row("status", f"[{color}]{status}[/{color}]")
+    if results.get("error"):
+        facts.add_row("error", str(results["error"]))
+    facts.add_row("steps", f"{count(results.get('global_step'))} optimizer steps, {count(results.get('epochs'))} epochs")
+    facts.add_row("wall time", f"{results.get('wall_seconds', float('nan')):.1f} s")
+    lr = results.get("lr")
+    if lr is not None:
+        found = results.get("lr_find")
+        facts.add_row("lr", count(lr) + (" (lr_find)" if found else ""))
+    if results.get("best_checkpoint"):
+        facts.add_row("best checkpoint", str(results["best_checkpoint"]))
+    parts: list[RenderableType] = [facts]
+    metrics = results.get("metrics") or {}
+    if metrics:
+        table = Table(box=None, pad_edge=False, header_style="bold")
+        table.add_column("metric")
+        table.add_column("final", justify="right")
+        table.add_column("best", justify="right")
+        table.add_column("best at step", justify="right")
+        for name, record in metrics.items():
+            table.add_row(name, _objective(record.get("final")), _objective(record.get("best")),
+                          count(record.get("best_step")))
+        parts += ["", table]
+    return Panel(Group(*parts), title=title, title_align="left", expand=False)
+
+
+def show(renderable: RenderableType, console: Console | None = None) -> None:
+    """Print through Rich's global console, which a live Rich progress bar prints around."""
+    if console is None:
+        from rich import get_console
+
+        console = get_console()
+    console.print(renderable)
+
+
+def show_results(results: Mapping[str, Any], run_dir: str | Path, console: Console | None = None) -> None:
+    """Print :func:`results_panel` of a run's results (a warning instead if they cannot be shown)."""
+    try:
+        panel = results_panel(results, title=f"lightopt results ({run_dir})")
+    except Exception as err:  # noqa: BLE001 - the run is over and recorded: printing must not fail it
+        log.warning("no results table: %s: %s", type(err).__name__, err)
+        return
+    show(panel, console)
+
+
+# --- the summary from the real objects --------------------------------------------------------------------
+
+
+def _short(target: Any) -> str:
+    return str(target).rsplit(".", 1)[-1] if target else "?"
+
+
+def _samples(loader: Any) -> int | None:
+    """Samples a loader serves per epoch over all ranks, when it can tell (a dataset, or tensors ``x``)."""
+    for attr in ("dataset", "x"):
+        data = getattr(loader, attr, None)
+        if data is not None:
+            try:
+                return len(data)
+            except TypeError:
+                return None
+    return None
+
+
+def _loader_summary(loader: Any, batches: Any) -> str:
+    n = _samples(loader)
+    total = sum(batches) if isinstance(batches, (list, tuple)) else batches
+    parts = [] if n is None else [f"{n:,} samples"]
+    if total is not None and not (isinstance(total, float) and math.isinf(total)):
+        parts.append(f"{int(total):,} batches" + ("/epoch" if loader is not None else ""))
+    return ", ".join(parts) or "-"
+
+
+def run_summary(trainer: L.Trainer, pl_module: L.LightningModule, cfg: Mapping[str, Any], out_dir: str | Path,
+                lr_find: Mapping[str, Any] | None = None) -> list[tuple[str, list[tuple[str, Any]]]]:
+    """The summary's data, from the trainer and module as training starts (after setup: T is known)."""
+    from lightopt.core.schedules import to_steps
+
+    sections: list[tuple[str, list[tuple[str, Any]]]] = []
+    opt = trainer.optimizers[0] if trainer.optimizers else None
+    opt_cfg = cfg.get("optimizer") or {}
+    rows: list[tuple[str, Any]] = [("class", f"{type(opt).__name__} ({opt_cfg.get('_target_', '?')})"
+                                    if opt is not None else opt_cfg.get("_target_", "-"))]
+    if opt is not None:
+        lr0 = opt.defaults.get("lr")
+        lr0 = opt.param_groups[0].get("initial_lr", opt.param_groups[0]["lr"]) if lr0 is None else lr0
+        source = ""
+        if lr_find:
+            source = f" (lr_find, replaces {count(lr_find.get('configured_lr'))})"
+        elif (cfg.get("lr_scaling") or {}).get("rule", "none") not in (None, "none"):
+            source = f" (lr_scaling.rule={cfg['lr_scaling']['rule']} of {count(opt_cfg.get('lr'))})"
+        rows.append(("lr", f"{count(float(lr0))}{source}"))
+        decays = sorted({float(g.get("weight_decay", 0.0)) for g in opt.param_groups})
+        rows.append(("weight decay", " / ".join(count(d) for d in decays) if decays else "0"))
+        rows.append(("param groups", len(opt.param_groups)))
+    sections.append(("optimizer", rows))
+
+    schedule = cfg.get("schedule")
+    if schedule is None:
+        sections.append(("schedule", [("name", "none")]))
+    else:
+        given = schedule.get("total_steps")
+        horizon = given if given is not None else trainer.estimated_stepping_batches
+        total = horizon if isinstance(horizon, float) and math.isinf(horizon) else int(horizon)
+        warmup = schedule.get("warmup")
+        try:
+            warm = 0 if warmup is None else to_steps(warmup, 0 if isinstance(total, float) else total,
+                                                     "schedule.warmup")
+        except ConfigError:
+            warm = "?"
+        sections.append(("schedule", [("name", schedule.get("name", "?")), ("T", total),
+                                      ("warmup", warm)]))
+
+    net = getattr(pl_module, "model", pl_module)
+    params = list(net.parameters())
+    total_params = sum(p.numel() for p in params)
+    trainable = sum(p.numel() for p in params if p.requires_grad)
+    sections.append(("model", [("class", type(net).__name__), ("parameters", total_params)]
+                     + ([("trainable", trainable)] if trainable != total_params else [])))
+
+    dm = trainer.datamodule
+    data_rows: list[tuple[str, Any]] = [("class", type(dm).__name__ if dm is not None else "-")]
+    data_rows.append(("train", _loader_summary(trainer.train_dataloader, trainer.num_training_batches)))
+    try:
+        val_loaders = trainer.val_dataloaders
+        val_batches = trainer.num_val_batches
+    except Exception:  # noqa: BLE001 - no validation data is not an error here
+        val_loaders, val_batches = None, None
+    if val_loaders is not None:
+        data_rows.append(("val", _loader_summary(val_loaders, val_batches)))
+    batch = getattr(trainer.train_dataloader, "batch_size", None) or getattr(dm, "batch_size", None)
+    if batch is not None:
+        global_batch = batch * trainer.world_size * trainer.accumulate_grad_batches
+        shown = f"{batch:,}" + (f" (global {global_batch:,})" if global_batch != batch else "")
+        data_rows.append(("batch size", shown))
+    sections.append(("data", data_rows))
+
+    accelerator = type(trainer.accelerator).__name__.removesuffix("Accelerator").lower()
+    sections.append(("device", [
+        ("accelerator", f"{accelerator} x {trainer.num_devices}" + (f" x {trainer.num_nodes} nodes"
+                                                                     if trainer.num_nodes > 1 else "")),
+        ("strategy", type(trainer.strategy).__name__),
+        ("precision", str(trainer.precision)),
+    ]))
+    sections.append(("output", [("run dir", str(out_dir))]))
+    return sections
+
+
+class RunSummary(Callback):
+    """Prints :func:`summary_panel` of :func:`run_summary` once, on rank 0, when training starts.
+
+    ``lr_find`` (the ``lr_find`` entry of results.json) may be set after construction.
+    """
+
+    def __init__(self, cfg: Mapping[str, Any], out_dir: str | Path, console: Console | None = None) -> None:
+        self.cfg = cfg
+        self.out_dir = out_dir
+        self.console = console
+        self.lr_find: Mapping[str, Any] | None = None
+        self.printed = False
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.printed or not trainer.is_global_zero:
+            return
+        self.printed = True
+        try:
+            sections = run_summary(trainer, pl_module, self.cfg, self.out_dir, self.lr_find)
+        except Exception as err:  # noqa: BLE001 - a summary that cannot be read must not stop training
+            log.warning("no run summary: %s: %s", type(err).__name__, err)
+            return
+        show(summary_panel(sections), self.console)

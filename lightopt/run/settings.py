@@ -1,0 +1,102 @@
+"""Every check of a run's config that needs no data or model, done once, as :class:`RunSettings`.
+
+Checks that need the built objects (the schedule's horizon, the names of logged metrics) happen when training
+starts, before its first step. Building and fitting live in :mod:`lightopt.run.training`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import DictConfig
+
+from lightopt.checks import integer, one_of
+from lightopt.contract import TrialContext
+from lightopt.core.optimizers import check_optimizer
+from lightopt.errors import ConfigError
+from lightopt.objective import check_direction
+from lightopt.run import console, tune
+
+LR_SCALING_RULES = {"none": 0.0, "linear": 1.0, "sqrt": 0.5}  # rule -> exponent of the batch-size ratio
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What the config asks of a run, checked."""
+
+    objective: str
+    direction: str
+    reduce: str  # best | final
+    lr: float | None  # optimizer.lr as configured (before lr_scaling and lr_find)
+    lr_scaling: str  # a key of LR_SCALING_RULES
+    tune: tune.LRFindSettings | None
+    console: console.ConsoleSettings
+    trial: TrialContext | None  # the sweep trial this run is, or None
+
+    @property
+    def in_sweep(self) -> bool:
+        return self.trial is not None
+
+
+def _import_target(section: str, cfg: DictConfig) -> None:
+    from hydra.utils import get_object
+
+    target = cfg.get("_target_")
+    if target is None:
+        raise ConfigError(f"{section}._target_", None, "a dotted path to a class or function", "missing")
+    try:
+        get_object(target)
+    except Exception as err:  # noqa: BLE001 - any import failure is the same user error
+        raise ConfigError(f"{section}._target_", target, "an importable dotted path",
+                          f"cannot import it ({err})") from None
+
+
+def check_lr_scaling(cfg: DictConfig) -> str:
+    """Validate ``lr_scaling`` and return its rule (``"none"`` when the section is absent or null)."""
+    scaling = cfg.get("lr_scaling") or {}
+    rule = scaling.get("rule", "none")
+    rule = one_of("lr_scaling.rule", "none" if rule is None else rule, tuple(LR_SCALING_RULES))
+    if rule == "none":
+        return rule
+    integer("lr_scaling.base_batch_size", scaling.get("base_batch_size"),
+            "an integer > 0: the global batch size optimizer.lr is meant for", low=1)
+    batch_size = cfg.data.get("batch_size")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError("data.batch_size", batch_size, "an integer > 0 (the per-device batch size)",
+                          f"lr_scaling.rule={rule} scales the learning rate with it")
+    return rule
+
+
+def check_config(cfg: DictConfig, trial: TrialContext | None = None) -> RunSettings:
+    """Reject config values that need no data or model to judge, before anything is built."""
+    direction = check_direction(cfg.objective.direction)
+    reduce = one_of("objective.reduce", cfg.objective.get("reduce", "best"), ("best", "final"))
+    seed = cfg.get("seed")
+    if seed is not None:
+        integer("seed", seed, "a non-negative integer, or null for no seeding", low=0)
+    for section in ("data", "model", "loss", "trainer"):
+        _import_target(section, cfg[section])
+    lr = check_optimizer(cfg.optimizer).lr
+    rule = check_lr_scaling(cfg)
+    if rule != "none" and lr is None:
+        raise ConfigError("optimizer.lr", None, "a number > 0", f"lr_scaling.rule={rule} needs a learning rate to scale")
+    return RunSettings(
+        objective=str(cfg.objective.metric), direction=direction, reduce=reduce, lr=lr, lr_scaling=rule,
+        tune=tune.check_tune(cfg), console=console.settings(cfg, in_sweep=trial is not None), trial=trial,
+    )
+
+
+def lr_scale_factor(rule: str, batch_size: int, world_size: int, accumulate: int, base_batch_size: int) -> float:
+    """Factor on ``optimizer.lr`` for the global batch ``batch_size * world_size * accumulate``.
+
+    ``linear``: B / base (Goyal et al., for SGD); ``sqrt``: sqrt(B / base) (keeps the gradient-noise
+    scale, common for Adam); ``none``: 1.
+    """
+    global_batch = batch_size * world_size * accumulate
+    return (global_batch / base_batch_size) ** LR_SCALING_RULES[rule]
+
+
+def required_metrics(cfg: DictConfig) -> dict[str, Any]:
+    """Metrics besides the objective that the config relies on, as ``{config key: metric name}``."""
+    return {"schedule.monitor": cfg.schedule.monitor} if cfg.schedule.get("monitor") else {}

@@ -1,0 +1,297 @@
+"""One training run from a composed config, in four steps: check, build, fit, conclude (``results.json``).
+
+``train.py`` and ``python -m lightopt.train`` call :func:`run`; tests call it with a composed config. The
+config checks live in :mod:`lightopt.run.settings`, the LightningModule in :mod:`lightopt.run.module`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from lightopt.contract import RESULTS_FILE, RunResult, TrialContext
+from lightopt.errors import ConfigError
+from lightopt.formatting import error_text
+from lightopt.objective import worst_value
+from lightopt.run import console, speed, tracking, tune
+from lightopt.run.module import LitModel
+from lightopt.run.pruning import OptunaPruning
+from lightopt.run.ranks import trial_ranks_in_job_dir
+from lightopt.run.settings import RunSettings, check_config, lr_scale_factor, required_metrics
+from lightopt.run.tracker import RunTracker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BuiltRun:
+    """Everything :func:`build` made for one run, and what fitting it found."""
+
+    cfg: DictConfig
+    settings: RunSettings
+    out_dir: Path
+    datamodule: L.LightningDataModule
+    model: torch.nn.Module
+    loss: torch.nn.Module
+    task: str
+    tracker: RunTracker
+    pruning: OptunaPruning | None
+    loggers: list[Any]
+    summary: list[console.RunSummary]
+    trainer: L.Trainer
+    optimizer_cfg: DictConfig
+    lr: float | None
+    module: LitModel | None = None
+    found: tune.LRFindResult | None = None
+    status: str = "completed"
+    failure: BaseException | None = field(default=None, repr=False)
+
+    def make_module(self) -> LitModel:
+        """The LightningModule around the run's network, with the current optimizer config (again after lr_find)."""
+        cfg = self.cfg
+        self.module = LitModel(
+            self.model, self.loss, optimizer=self.optimizer_cfg, schedule=cfg.schedule,
+            regularization=cfg.regularization, lr_multipliers=cfg.get("lr_multipliers"), task=self.task,
+            num_classes=getattr(self.datamodule, "num_outputs", None) if self.task == "classification" else None,
+            seed=cfg.get("seed"),
+        )
+        return self.module
+
+
+def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
+    """Train once and return the objective value (the worst value for its direction if it diverged).
+
+    Writes ``results.json``, checkpoints and logs into ``output_dir`` (default: Hydra's run directory).
+    Raises :class:`ConfigError` for bad configuration before training; other errors are recorded as
+    ``status: failed`` in ``results.json`` and re-raised. A sweep trial (a ``trial.json`` in the run
+    directory) reports to its trial after each validation and may end early with ``status: pruned``.
+    """
+    start = time.perf_counter()
+    _lightning_logs_once()
+    out_dir = _fresh_output_dir(output_dir)
+    settings = check_config(cfg, TrialContext.read(out_dir))
+    built = build(cfg, settings, out_dir)
+    fit(built)
+    result = conclude(built, time.perf_counter() - start)
+    if built.failure is not None:
+        raise built.failure
+    return float(result.value)
+
+
+def build(cfg: DictConfig, settings: RunSettings, out_dir: Path) -> BuiltRun:
+    """Seed, then build data, model, loss, callbacks, loggers and trainer, and scale the lr for the global batch."""
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = instantiate(cfg.data)
+    model = build_model(cfg, datamodule)
+    loss = instantiate(cfg.loss)
+    tracker = RunTracker(settings.objective, settings.direction, required=required_metrics(cfg))
+    pruning = None
+    if settings.trial is not None:
+        pruning = OptunaPruning(settings.objective, settings.direction, context=settings.trial,
+                                mode_key="objective.direction")
+    loggers = _loggers(cfg, out_dir)
+    shown = settings.console
+    summary = [console.RunSummary(cfg, out_dir)] if shown.summary else []  # before the bar: printed above it
+    trainer_kwargs: dict[str, Any] = {
+        "callbacks": _callbacks(cfg, out_dir, tracker, pruning) + tracking.callbacks(loggers) + summary
+        + console.progress_bar_callbacks(shown),
+        "enable_progress_bar": shown.progress_bar != "none",
+        "logger": loggers or False,
+        "default_root_dir": str(out_dir),
+    }
+    if not cfg.checkpoint.get("enabled", True):
+        trainer_kwargs["enable_checkpointing"] = False
+    trainer_cfg = speed.configure(cfg.trainer, model)  # precision: auto, tf32, compile (lightopt/run/speed.py)
+    # partial: Hydra would try to turn the callback objects into config nodes
+    trainer: L.Trainer = instantiate(trainer_cfg, _partial_=True)(**trainer_kwargs)
+    # after the trainer: the global batch needs its resolved device count and gradient accumulation
+    optimizer_cfg, lr = _scaled_optimizer_cfg(cfg, settings, trainer)
+    return BuiltRun(cfg, settings, out_dir, datamodule, model, loss, _task(datamodule, loss), tracker, pruning,
+                    loggers, summary, trainer, optimizer_cfg, lr)
+
+
+def fit(built: BuiltRun) -> None:
+    """Run the lr finder when asked, then train; the outcome is left in ``built.status`` and ``built.failure``."""
+    cfg, trainer, settings = built.cfg, built.trainer, built.settings
+    module = built.make_module()
+    if trainer.is_global_zero:
+        tracking.log_config(built.loggers, OmegaConf.to_container(cfg, resolve=True))
+    try:
+        with trial_ranks_in_job_dir(trainer, settings.trial):  # DDP ranks of a sweep trial run that trial
+            if settings.tune is not None:
+                module = _find_lr(built, module)
+            trainer.fit(module, datamodule=built.datamodule, ckpt_path=cfg.get("ckpt_path"))
+    except ConfigError as err:
+        raise err if built.found is None else tune.in_context(err, built.found) from None
+    except Exception as err:  # noqa: BLE001 - recorded by conclude, then re-raised by run
+        built.status, built.failure = "failed", err
+        return
+    if module.diverged or built.tracker.nonfinite_objective:
+        built.status = "diverged"
+    elif trainer.interrupted:
+        built.status = "interrupted"
+    elif built.pruning is not None and built.pruning.pruned:
+        built.status = "pruned"
+
+
+def _find_lr(built: BuiltRun, module: LitModel) -> LitModel:
+    """``tune=lr_find``: the range test trains the module it is given, so a fresh one (same restored network)
+    is built with the suggestion as lr0."""
+    trainer = built.trainer
+    found = tune.find_lr(trainer, module, built.datamodule, built.settings.tune, built.out_dir,
+                         configured_lr=built.lr, quiet=built.settings.console.progress_bar == "none")
+    built.found, built.lr = found, found.suggestion
+    built.optimizer_cfg = tune.with_lr(built.optimizer_cfg, found.suggestion)
+    for callback in built.summary:
+        callback.lr_find = found.as_dict()
+    if trainer.is_global_zero:
+        tune.log_result(built.loggers, found)
+    return built.make_module()
+
+
+def conclude(built: BuiltRun, seconds: float) -> RunResult:
+    """The run's :class:`RunResult`: written, shown and handed to the loggers on rank 0; logged on the others."""
+    settings, trainer, status = built.settings, built.trainer, built.status
+    value = built.tracker.objective_value(settings.reduce)
+    if status == "pruned" and built.pruning is not None and built.pruning.last_value is not None:
+        value = built.pruning.last_value  # what the pruner judged the trial by
+    if value is None or status in ("diverged", "failed"):
+        value = worst_value(settings.direction)
+    result = RunResult(
+        objective=settings.objective, value=value, direction=settings.direction, status=status,
+        metrics=built.tracker.metrics_dict(), global_step=trainer.global_step, epochs=trainer.current_epoch,
+        wall_seconds=round(seconds, 3), trial=None if settings.trial is None else settings.trial.number,
+        lr=built.lr, lr_find=None if built.found is None else built.found.as_dict(),
+        best_checkpoint=next((c.best_model_path for c in trainer.checkpoint_callbacks if c.best_model_path), None),
+        error=None if built.failure is None else error_text(built.failure),
+    )
+    if trainer.is_global_zero:
+        path = result.write(built.out_dir)
+        log.info("%s = %s (%s); results in %s", settings.objective, value, status, path)
+        if settings.console.summary:
+            console.show_results(result.to_dict(), built.out_dir)
+        tracking.finish(built.loggers, {"objective": settings.objective, "objective_value": value,
+                                        "status": status, "global_step": trainer.global_step})
+    else:  # the other DDP ranks write nothing but their log line, by which they can be checked
+        log.info("rank %d: %s = %s (%s) at step %d, last lr %s", trainer.global_rank, settings.objective, value,
+                 status, trainer.global_step, built.module.last_lr if built.module is not None else None)
+    return result
+
+
+# --- pieces of build ----------------------------------------------------------------------------------
+
+
+def build_model(cfg: DictConfig, datamodule: L.LightningDataModule) -> torch.nn.Module:
+    """Instantiate ``cfg.model``, filling ``in_features``/``out_features`` (and a language model's
+    ``vocab_size``/``block_size``) left null from the data module; a model with ``check_data`` checks it."""
+    filled: dict[str, Any] = {}
+    for key, attr in (("in_features", "num_features"), ("out_features", "num_outputs"),
+                      ("vocab_size", "vocab_size"), ("block_size", "block_size")):
+        if key in cfg.model and cfg.model[key] is None:
+            if getattr(datamodule, attr, None) is None:
+                datamodule.prepare_data()
+                datamodule.setup("fit")
+            value = getattr(datamodule, attr, None)
+            if value is None:
+                raise ConfigError(f"model.{key}", None,
+                                  f"a number, or a data module with a `{attr}` attribute to take it from")
+            filled[key] = value
+    model = instantiate(cfg.model, **filled)
+    if callable(getattr(model, "check_data", None)):  # e.g. GPT: data vocab/block sizes fit the model
+        model.check_data(datamodule)
+    return model
+
+
+def _task(datamodule: L.LightningDataModule, loss: torch.nn.Module) -> str:
+    task = getattr(datamodule, "task", None)
+    if task:
+        return task
+    return "classification" if isinstance(loss, torch.nn.CrossEntropyLoss | torch.nn.NLLLoss) else "regression"
+
+
+def _loggers(cfg: DictConfig, out_dir: Path) -> list[Any]:
+    loggers = []
+    for name, section in (cfg.get("logger") or {}).items():
+        if section is None:
+            continue
+        extra: dict[str, Any] = {"save_dir": str(out_dir)}
+        if section.get("_target_") == "lightopt.run.tracking.wandb_logger" and section.get("id") is None:
+            # a resumed run continues the W&B run its checkpoint came from
+            if run_id := tracking.previous_run_id(cfg.get("ckpt_path")):
+                extra["id"] = run_id
+        try:
+            loggers.append(instantiate(section, **extra))
+        except Exception as err:  # noqa: BLE001
+            raise ConfigError(f"logger.{name}", OmegaConf.to_container(section), "a Lightning logger config",
+                              str(err)) from None
+    return loggers
+
+
+def _callbacks(cfg: DictConfig, out_dir: Path, tracker: RunTracker, pruning: OptunaPruning | None) -> list[Callback]:
+    mode = "max" if cfg.objective.direction == "maximize" else "min"
+    callbacks: list[Callback] = [tracker] if pruning is None else [tracker, pruning]
+    if cfg.checkpoint.get("enabled", True):
+        callbacks.append(ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best-epoch{epoch:03d}",
+                                         auto_insert_metric_name=False, monitor=cfg.objective.metric, mode=mode,
+                                         save_top_k=1, save_last=True))
+    if cfg.early_stopping.get("enabled", False):
+        callbacks.append(EarlyStopping(monitor=cfg.objective.metric, mode=mode, patience=cfg.early_stopping.patience,
+                                       min_delta=cfg.early_stopping.min_delta))
+    return callbacks
+
+
+def _scaled_optimizer_cfg(cfg: DictConfig, settings: RunSettings, trainer: L.Trainer) -> tuple[DictConfig, float | None]:
+    """``cfg.optimizer`` with ``lr`` scaled by ``lr_scaling`` for this trainer's global batch, and that lr."""
+    rule, base_lr = settings.lr_scaling, settings.lr
+    if rule == "none" or base_lr is None:
+        return cfg.optimizer, base_lr
+    global_batch = cfg.data.batch_size * trainer.world_size * trainer.accumulate_grad_batches
+    factor = lr_scale_factor(rule, cfg.data.batch_size, trainer.world_size, trainer.accumulate_grad_batches,
+                             cfg.lr_scaling.base_batch_size)
+    lr = base_lr * factor
+    log.info("lr_scaling.rule=%s: lr %g x %g = %g for a global batch of %d", rule, base_lr, factor, lr, global_batch)
+    return tune.with_lr(cfg.optimizer, lr), lr  # a resolved copy: the run's saved config keeps the user's lr
+
+
+# --- the edges: output directory and logging ----------------------------------------------------------
+
+
+def _fresh_output_dir(output_dir: str | Path | None) -> Path:
+    """The run directory (default: Hydra's), refused when it already holds a finished run."""
+    out_dir = Path(output_dir) if output_dir is not None else _hydra_output_dir()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if (out_dir / RESULTS_FILE).exists():
+        raise ConfigError("output_dir", str(out_dir), "a directory without results.json",
+                          "it already holds a finished run; refusing to overwrite it")
+    return out_dir
+
+
+def _hydra_output_dir() -> Path:
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    return Path.cwd()
+
+
+def _lightning_logs_once() -> None:
+    """Let Lightning's messages reach the console once, through the root logger's handlers.
+
+    Imported after Hydra configured logging, ``lightning`` keeps its own console handler and also
+    propagates to the root, where Hydra prints them again (and writes them to the run's log file).
+    """
+    if logging.getLogger().handlers:
+        lightning_log = logging.getLogger("lightning")
+        for handler in list(lightning_log.handlers):
+            if type(handler) is logging.StreamHandler:
+                lightning_log.removeHandler(handler)
