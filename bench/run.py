@@ -448,7 +448,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.gpu and not torch.cuda.is_available():
         parser.error("--gpu needs a CUDA device")
     cases = {"cpu_digits": cpu_digits(args.small, work), "cpu_digits_wandb": cpu_digits_wandb(args.small, work),
-             "cpu_optimizer_step": optimizer_step(torch.device("cpu"), 2**20 if args.small else 2**24, 3 if args.small else 10),
+             "cpu_optimizer_step": optimizer_step(torch.device("cpu"), 2**20 if args.small else 2**24,
+                                                  3 if args.small else 10),
              "cpu_gpt": gpt_case(torch.device("cpu"), args.small, compiled=False),
              "cpu_sweep_parallel": sweep_parallel(args.small, work)}
     if args.gpu:

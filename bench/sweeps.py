@@ -72,7 +72,8 @@ def samplers(work: Path, n_trials: int, epochs: int, seeds: list[int]) -> dict[s
 PRUNERS = ("none", "median", "percentile", "successive_halving", "hyperband")
 
 
-def pruning(work: Path, n_trials: int, epochs: int, seeds: list[int], pruners: tuple[str, ...] = PRUNERS) -> dict[str, Any]:
+def pruning(work: Path, n_trials: int, epochs: int, seeds: list[int],
+            pruners: tuple[str, ...] = PRUNERS) -> dict[str, Any]:
     per_seed: dict[str, list[dict[str, Any]]] = {p: [] for p in pruners}
     for seed in seeds:
         for pruner in pruners:

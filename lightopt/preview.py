@@ -18,9 +18,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from lightopt.cli import exit_on_config_error
-from lightopt.errors import ConfigError
 from lightopt.core.optimizers import create_optimizer
 from lightopt.core.schedules import create_scheduler, to_steps
+from lightopt.errors import ConfigError
 from lightopt.run.training import build_model
 
 log = logging.getLogger(__name__)

@@ -58,4 +58,5 @@ def test_small_sweep_benchmark_compares_pruning_with_no_pruning(tmp_path):
     assert set(pruners) == {"none", "median"}
     assert pruners["none"]["median_steps_ratio"] == 1.0
     run = pruners["median"]["runs"][0]
-    assert run["training_steps"] > 0 and run["steps_ratio"] == round(run["training_steps"] / pruners["none"]["runs"][0]["training_steps"], 3)
+    unpruned = pruners["none"]["runs"][0]["training_steps"]
+    assert run["training_steps"] > 0 and run["steps_ratio"] == round(run["training_steps"] / unpruned, 3)

@@ -62,8 +62,9 @@ def test_run_directory_and_earlier_results_are_never_clobbered(tmp_path):
 
 def test_preview_writes_csv_and_png(tmp_path):
     out = tmp_path / "preview"
-    proc = run_cli("schedule=cosine", "schedule.warmup=20", "schedule.min_lr=1.0e-5", "steps=200", "optimizer.lr=1.0e-3",
-                   "regularization=l2", f"hydra.run.dir={out}", cwd=tmp_path, module="lightopt.preview")
+    proc = run_cli("schedule=cosine", "schedule.warmup=20", "schedule.min_lr=1.0e-5", "steps=200",
+                   "optimizer.lr=1.0e-3", "regularization=l2", f"hydra.run.dir={out}", cwd=tmp_path,
+                   module="lightopt.preview")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "learning rate by optimizer step" in proc.stdout
     with open(out / "schedule.csv") as f:

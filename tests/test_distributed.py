@@ -88,7 +88,7 @@ def test_a_pruned_ddp_trial_stops_on_every_rank(tmp_path):
     with open(sweep_dir / "trials.csv") as f:
         states = {t["optimizer.lr"]: (t["state"], t["number"]) for t in csv.DictReader(f)}
     assert {lr: state for lr, (state, _) in states.items()} == {"1e-05": "PRUNED", "0.003": "COMPLETE"}
-    for lr, (state, number) in states.items():
+    for state, number in states.values():
         run_dir = sweep_dir / number
         res = json.loads((run_dir / "results.json").read_text())
         steps = 12 if state == "PRUNED" else 36  # pruned at the first validation, else 3 epochs of 12 steps

@@ -69,7 +69,7 @@ def test_every_preset_file_is_tested():
 def test_preset_is_global_and_commented(name):
     lines = (CONF / "search" / f"{name}.yaml").read_text().splitlines()
     assert lines[0] == "# @package _global_"
-    for above, line in zip(lines, lines[1:]):
+    for above, line in zip(lines, lines[1:], strict=False):
         if not line.strip() or line.lstrip().startswith(("#", "-")) or line.strip() in NESTING:
             continue  # blank, comment, defaults entry (commented inline), plain nesting
         commented = "#" in line or above.lstrip().startswith("#")

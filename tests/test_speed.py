@@ -7,8 +7,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from lightopt.run import speed
 from lightopt.errors import ConfigError
+from lightopt.run import speed
 from tests.conftest import compose_cfg
 
 AMPERE = {"cuda_available": True, "bf16_supported": True, "capability": (8, 0)}

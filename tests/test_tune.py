@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightopt.errors import ConfigError
 from lightopt.core.schedules import create_scheduler
+from lightopt.errors import ConfigError
 from lightopt.run.training import run
 from tests.conftest import CONF, QUICK, assert_same_last_weights, compose_cfg, run_cli
 
@@ -128,7 +128,7 @@ def test_the_test_runs_every_param_group_at_its_multiple_of_the_swept_lr(tmp_pat
 @pytest.mark.parametrize(
     "optimizer,schedule",
     # every optimizer, and every schedule at least once
-    list(zip(OPTIMIZERS, SCHEDULES + SCHEDULES[: len(OPTIMIZERS) - len(SCHEDULES)])),
+    list(zip(OPTIMIZERS, SCHEDULES + SCHEDULES[: len(OPTIMIZERS) - len(SCHEDULES)], strict=False)),
 )
 def test_lr_find_works_with_every_optimizer_and_schedule(tmp_path, optimizer, schedule):
     cfg = compose_cfg(*QUICK, *FIND, f"optimizer={optimizer}", f"schedule={schedule}", "trainer.max_epochs=1")

@@ -25,8 +25,6 @@ import torch
 from lightopt.core.schedules import build_lr_fn
 from tests.conftest import ROOT
 
-pytestmark = pytest.mark.slow
-
 EXAMPLE = ROOT / "examples" / "own_project"
 
 
@@ -36,6 +34,15 @@ def _run(cmd: list[str], cwd: Path, timeout: float = 600) -> subprocess.Complete
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     return proc
+
+
+def test_every_package_of_the_checkout_goes_into_the_wheel():
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "lightopt").rglob("__init__.py")}
+    found |= {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "hydra_plugins").rglob("__init__.py")}
+    assert found | {"lightopt.conf", "hydra_plugins"} == listed
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +55,8 @@ def wheel_python(tmp_path_factory) -> Path:
     _run(build, cwd=tmp)
     wheel = next((tmp / "dist").glob("lightopt-*.whl"))
     venv = tmp / "venv"
-    _run([sys.executable, "-m", "venv", str(venv)], cwd=tmp)
+    # without pip and setuptools of its own: the borrowed ones (pip included) serve, and nothing older shadows them
+    _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], cwd=tmp)
     python = venv / "bin" / "python"
     site = Path(_run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                      cwd=tmp).stdout.strip())
@@ -60,6 +68,7 @@ def wheel_python(tmp_path_factory) -> Path:
     return python
 
 
+@pytest.mark.slow
 def test_the_example_project_trains_with_adamw_its_norm_exclusion_and_wsd(wheel_python, tmp_path):
     project = tmp_path / "own_project"
     shutil.copytree(EXAMPLE, project)
@@ -75,7 +84,7 @@ def test_the_example_project_trains_with_adamw_its_norm_exclusion_and_wsd(wheel_
     assert {"lr", "betas", "eps", "amsgrad"} <= set(groups[0])  # AdamW's hyperparameters
 
     with open(tmp_path / "run" / "metrics.csv", newline="") as f:
-        lrs = [(int(r["step"]), float(r["lr-AdamW/default"])) for r in csv.DictReader(f) if r.get("lr-AdamW/default")]
+        lrs = [(int(r["step"]), float(r["lr/default"])) for r in csv.DictReader(f) if r.get("lr/default")]
     steps = 10 * math.ceil(142 / 16)  # max_epochs x batches per epoch
     wsd = build_lr_fn({"name": "wsd", "warmup": 0.05, "decay": 0.2, "lr_final": 0.0, "decay_shape": "linear"},
                       steps, 3.0e-3)
@@ -84,6 +93,7 @@ def test_the_example_project_trains_with_adamw_its_norm_exclusion_and_wsd(wheel_
         assert lr == pytest.approx(wsd(step), rel=1e-6, abs=1e-12), step
 
 
+@pytest.mark.slow
 def test_the_example_sweep_records_six_trials_with_finite_values(wheel_python, tmp_path):
     project = tmp_path / "own_project"
     shutil.copytree(EXAMPLE, project)
@@ -95,12 +105,14 @@ def test_the_example_sweep_records_six_trials_with_finite_values(wheel_python, t
     assert len(trials) == 6
     assert {t["state"] for t in trials} <= {"COMPLETE", "PRUNED"}
     assert all(math.isfinite(float(t["value"])) for t in trials)
-    # each trial reported val/acc after every epoch through OptunaPruning: a pruned one stopped early
+    # each trial reported val/acc after every epoch through OptunaPruning: a pruned one stopped early, and the
+    # callback recorded it (the example's task function writes no results.json and returns val/acc)
     for t in trials:
         if t["state"] == "PRUNED":
-            assert (sweep / t["number"] / "results.json").is_file()
+            assert t["status"] == "pruned" and int(t["steps"]) < 90
 
 
+@pytest.mark.slow
 def test_preview_and_training_entry_point_run_outside_any_checkout(wheel_python, tmp_path):
     _run([str(wheel_python), "-m", "lightopt.preview", "schedule=wsd", "steps=100",
           f"hydra.run.dir={tmp_path / 'preview'}"], cwd=tmp_path)

@@ -1,18 +1,8 @@
 """What a run prints to the terminal: the progress bar, a summary before training, final metrics after.
 
-Printing stays at the edges. :func:`summary_panel` and :func:`results_panel` are pure functions from
-plain data to Rich renderables (unit-testable); :func:`run_summary` reads that data off the real objects
-once training starts (:class:`RunSummary`, a callback whose ``on_train_start`` sees the data set up, the
-horizon ``T = trainer.estimated_stepping_batches`` and the optimizer built); only rank 0 prints.
-
-Settings (``console`` in ``conf/train.yaml``):
-
-- ``summary: auto | true | false``: ``auto`` prints except inside a sweep, where the sweeper prints a line
-  per trial and a table at the end.
-- ``progress_bar: auto | rich | tqdm | none``: ``auto`` is Lightning's ``RichProgressBar`` when stdout is
-  a terminal and no bar otherwise: in log files and CI a TQDM bar writes a carriage-return update per batch
-  and a Rich bar only its last state, while the summary and the final table say what matters.
-  ``trainer.enable_progress_bar=false`` means ``none`` whatever ``progress_bar`` says.
+Printing stays at the edges: :func:`summary_panel` and :func:`results_panel` are pure functions from plain
+data to Rich renderables; :func:`run_summary` reads that data off the real objects once training starts
+(:class:`RunSummary`, rank 0 only). The ``console`` settings are described in ``conf/train.yaml``.
 """
 
 from __future__ import annotations
@@ -111,7 +101,8 @@ def results_panel(results: Mapping[str, Any], title: str = "lightopt results") -
     facts.add_row("status", f"[{color}]{status}[/{color}]")
     if results.get("error"):
         facts.add_row("error", str(results["error"]))
-    facts.add_row("steps", f"{count(results.get('global_step'))} optimizer steps, {count(results.get('epochs'))} epochs")
+    steps, epochs = count(results.get("global_step")), count(results.get("epochs"))
+    facts.add_row("steps", f"{steps} optimizer steps, {epochs} epochs")
     facts.add_row("wall time", f"{results.get('wall_seconds', float('nan')):.1f} s")
     lr = results.get("lr")
     if lr is not None:
@@ -181,79 +172,85 @@ def _loader_summary(loader: Any, batches: Any) -> str:
     return ", ".join(parts) or "-"
 
 
-def run_summary(trainer: L.Trainer, pl_module: L.LightningModule, cfg: Mapping[str, Any], out_dir: str | Path,
-                lr_find: Mapping[str, Any] | None = None) -> list[tuple[str, list[tuple[str, Any]]]]:
-    """The summary's data, from the trainer and module as training starts (after setup: T is known)."""
-    from lightopt.core.schedules import to_steps
+Rows = list[tuple[str, Any]]
 
-    sections: list[tuple[str, list[tuple[str, Any]]]] = []
+
+def run_summary(trainer: L.Trainer, pl_module: L.LightningModule, cfg: Mapping[str, Any], out_dir: str | Path,
+                lr_find: Mapping[str, Any] | None = None) -> list[tuple[str, Rows]]:
+    """The summary's data, from the trainer and module as training starts (after setup: T is known)."""
+    return [("optimizer", _optimizer_rows(trainer, cfg, lr_find)), ("schedule", _schedule_rows(trainer, cfg)),
+            ("model", _model_rows(pl_module)), ("data", _data_rows(trainer)), ("device", _device_rows(trainer)),
+            ("output", [("run dir", str(out_dir))])]
+
+
+def _optimizer_rows(trainer: L.Trainer, cfg: Mapping[str, Any], lr_find: Mapping[str, Any] | None) -> Rows:
     opt = trainer.optimizers[0] if trainer.optimizers else None
     opt_cfg = cfg.get("optimizer") or {}
-    rows: list[tuple[str, Any]] = [("class", f"{type(opt).__name__} ({opt_cfg.get('_target_', '?')})"
-                                    if opt is not None else opt_cfg.get("_target_", "-"))]
-    if opt is not None:
-        lr0 = opt.defaults.get("lr")
-        lr0 = opt.param_groups[0].get("initial_lr", opt.param_groups[0]["lr"]) if lr0 is None else lr0
-        source = ""
-        if lr_find:
-            source = f" (lr_find, replaces {count(lr_find.get('configured_lr'))})"
-        elif (cfg.get("lr_scaling") or {}).get("rule", "none") not in (None, "none"):
-            source = f" (lr_scaling.rule={cfg['lr_scaling']['rule']} of {count(opt_cfg.get('lr'))})"
-        rows.append(("lr", f"{count(float(lr0))}{source}"))
-        decays = sorted({float(g.get("weight_decay", 0.0)) for g in opt.param_groups})
-        rows.append(("weight decay", " / ".join(count(d) for d in decays) if decays else "0"))
-        rows.append(("param groups", len(opt.param_groups)))
-    sections.append(("optimizer", rows))
+    if opt is None:
+        return [("class", opt_cfg.get("_target_", "-"))]
+    rows: Rows = [("class", f"{type(opt).__name__} ({opt_cfg.get('_target_', '?')})")]
+    lr0 = opt.defaults.get("lr")
+    lr0 = opt.param_groups[0].get("initial_lr", opt.param_groups[0]["lr"]) if lr0 is None else lr0
+    source = ""
+    if lr_find:
+        source = f" (lr_find, replaces {count(lr_find.get('configured_lr'))})"
+    elif (cfg.get("lr_scaling") or {}).get("rule", "none") not in (None, "none"):
+        source = f" (lr_scaling.rule={cfg['lr_scaling']['rule']} of {count(opt_cfg.get('lr'))})"
+    rows.append(("lr", f"{count(float(lr0))}{source}"))
+    decays = sorted({float(g.get("weight_decay", 0.0)) for g in opt.param_groups})
+    rows.append(("weight decay", " / ".join(count(d) for d in decays) if decays else "0"))
+    rows.append(("param groups", len(opt.param_groups)))
+    return rows
+
+
+def _schedule_rows(trainer: L.Trainer, cfg: Mapping[str, Any]) -> Rows:
+    from lightopt.core.schedules import to_steps
 
     schedule = cfg.get("schedule")
     if schedule is None:
-        sections.append(("schedule", [("name", "none")]))
-    else:
-        given = schedule.get("total_steps")
-        horizon = given if given is not None else trainer.estimated_stepping_batches
-        total = horizon if isinstance(horizon, float) and math.isinf(horizon) else int(horizon)
-        warmup = schedule.get("warmup")
-        try:
-            warm = 0 if warmup is None else to_steps(warmup, 0 if isinstance(total, float) else total,
-                                                     "schedule.warmup")
-        except ConfigError:
-            warm = "?"
-        sections.append(("schedule", [("name", schedule.get("name", "?")), ("T", total),
-                                      ("warmup", warm)]))
+        return [("name", "none")]
+    given = schedule.get("total_steps")
+    horizon = given if given is not None else trainer.estimated_stepping_batches
+    total = horizon if isinstance(horizon, float) and math.isinf(horizon) else int(horizon)
+    warmup = schedule.get("warmup")
+    try:
+        warm = 0 if warmup is None else to_steps(warmup, 0 if isinstance(total, float) else total, "schedule.warmup")
+    except ConfigError:
+        warm = "?"
+    return [("name", schedule.get("name", "?")), ("T", total), ("warmup", warm)]
 
+
+def _model_rows(pl_module: L.LightningModule) -> Rows:
     net = getattr(pl_module, "model", pl_module)
     params = list(net.parameters())
-    total_params = sum(p.numel() for p in params)
+    total = sum(p.numel() for p in params)
     trainable = sum(p.numel() for p in params if p.requires_grad)
-    sections.append(("model", [("class", type(net).__name__), ("parameters", total_params)]
-                     + ([("trainable", trainable)] if trainable != total_params else [])))
+    return [("class", type(net).__name__), ("parameters", total)] + (
+        [("trainable", trainable)] if trainable != total else [])
 
+
+def _data_rows(trainer: L.Trainer) -> Rows:
     dm = trainer.datamodule
-    data_rows: list[tuple[str, Any]] = [("class", type(dm).__name__ if dm is not None else "-")]
-    data_rows.append(("train", _loader_summary(trainer.train_dataloader, trainer.num_training_batches)))
+    rows: Rows = [("class", type(dm).__name__ if dm is not None else "-"),
+                  ("train", _loader_summary(trainer.train_dataloader, trainer.num_training_batches))]
     try:
-        val_loaders = trainer.val_dataloaders
-        val_batches = trainer.num_val_batches
+        val_loaders, val_batches = trainer.val_dataloaders, trainer.num_val_batches
     except Exception:  # noqa: BLE001 - no validation data is not an error here
         val_loaders, val_batches = None, None
     if val_loaders is not None:
-        data_rows.append(("val", _loader_summary(val_loaders, val_batches)))
+        rows.append(("val", _loader_summary(val_loaders, val_batches)))
     batch = getattr(trainer.train_dataloader, "batch_size", None) or getattr(dm, "batch_size", None)
     if batch is not None:
         global_batch = batch * trainer.world_size * trainer.accumulate_grad_batches
-        shown = f"{batch:,}" + (f" (global {global_batch:,})" if global_batch != batch else "")
-        data_rows.append(("batch size", shown))
-    sections.append(("data", data_rows))
+        rows.append(("batch size", f"{batch:,}" + (f" (global {global_batch:,})" if global_batch != batch else "")))
+    return rows
 
+
+def _device_rows(trainer: L.Trainer) -> Rows:
     accelerator = type(trainer.accelerator).__name__.removesuffix("Accelerator").lower()
-    sections.append(("device", [
-        ("accelerator", f"{accelerator} x {trainer.num_devices}" + (f" x {trainer.num_nodes} nodes"
-                                                                     if trainer.num_nodes > 1 else "")),
-        ("strategy", type(trainer.strategy).__name__),
-        ("precision", str(trainer.precision)),
-    ]))
-    sections.append(("output", [("run dir", str(out_dir))]))
-    return sections
+    nodes = f" x {trainer.num_nodes} nodes" if trainer.num_nodes > 1 else ""
+    return [("accelerator", f"{accelerator} x {trainer.num_devices}{nodes}"),
+            ("strategy", type(trainer.strategy).__name__), ("precision", str(trainer.precision))]
 
 
 class RunSummary(Callback):

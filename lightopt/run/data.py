@@ -91,7 +91,7 @@ class TensorBatches:
                 order = order[: self._rows()]
             x, y = x[order], y[order]
         if not self.even:
-            yield from zip(x.tensor_split(len(self)), y.tensor_split(len(self)))
+            yield from zip(x.tensor_split(len(self)), y.tensor_split(len(self)), strict=True)
             return
         for i in range(len(self)):
             sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
@@ -240,19 +240,8 @@ def markov_windows(
     """
     if order < 1 or branching < 1 or vocab_size < 2 or length < 2:
         raise ValueError("markov_windows needs order >= 1, branching >= 1, vocab_size >= 2, length >= 2")
-    n_contexts = vocab_size**order
-    if n_contexts * branching > MAX_TRANSITIONS:
-        raise ValueError(
-            f"data.order={order}: vocab_size**order * branching = {n_contexts * branching} transitions is too "
-            f"many to hold; allowed: at most {MAX_TRANSITIONS}"
-        )
     g = torch.Generator().manual_seed(seed)
-    prior = torch.arange(1, vocab_size + 1, dtype=torch.float64).pow(-float(zipf))
-    prior /= prior.sum()
-    successors = torch.multinomial(prior.float(), n_contexts * branching, replacement=True, generator=g)
-    successors = successors.view(n_contexts, branching)
-    weights = -torch.rand(n_contexts, branching, generator=g, dtype=torch.float64).clamp_min(1e-12).log()
-    weights /= weights.sum(1, keepdim=True)  # flat Dirichlet: normalized exponential variates
+    prior, successors, weights = _markov_chain(vocab_size, order, branching, zipf, g)
     cum = weights.cumsum(1)
     cum[:, -1] = 1.0
 
@@ -284,6 +273,24 @@ def markov_windows(
                 break
         context = torch.cat([context[:, 1:], nxt[:, None]], dim=1)
     return tokens, logp
+
+
+def _markov_chain(vocab_size: int, order: int, branching: int, zipf: float,
+                  g: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+    """The chain of :func:`markov_windows`: the Zipf prior ``(V,)``, each context's successors and their weights
+    ``(V**order, branching)``."""
+    n_contexts = vocab_size**order
+    if n_contexts * branching > MAX_TRANSITIONS:
+        raise ValueError(
+            f"data.order={order}: vocab_size**order * branching = {n_contexts * branching} transitions is too "
+            f"many to hold; allowed: at most {MAX_TRANSITIONS}"
+        )
+    prior = torch.arange(1, vocab_size + 1, dtype=torch.float64).pow(-float(zipf))
+    prior /= prior.sum()
+    successors = torch.multinomial(prior.float(), n_contexts * branching, replacement=True, generator=g)
+    weights = -torch.rand(n_contexts, branching, generator=g, dtype=torch.float64).clamp_min(1e-12).log()
+    weights /= weights.sum(1, keepdim=True)  # flat Dirichlet: normalized exponential variates
+    return prior, successors.view(n_contexts, branching), weights
 
 
 class TokensDataModule(_InMemoryDataModule):

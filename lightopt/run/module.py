@@ -1,12 +1,7 @@
-"""The LightningModule that ``train.py`` trains: any ``nn.Module`` plus a loss, optimized by lightopt.
+"""The LightningModule that ``train.py`` trains: any ``nn.Module`` plus a loss, optimized by lightopt's core.
 
-It logs ``train/loss`` and ``train/penalty`` (when an explicit L1/L2 penalty is on) as means over the last
-``trainer.log_every_n_steps`` optimizer steps, the learning rate of every param group each optimizer step
-(``train/lr``, and ``train/lr/<group>`` when there are several; to W&B once per interval), ``val/loss`` and, for classification,
-``val/acc``. For language modeling (``task="language_modeling"``: logits ``(B, T, V)``, targets ``(B, T)``) the
-loss is over all ``B*T`` positions, ``val/acc`` is next-token accuracy and ``val/ppl`` the perplexity
-``exp(val/loss)``. Building the optimizer and schedule is delegated to
-:func:`lightopt.core.plugin.configure_optimizers`; run bookkeeping (results.json) lives in :mod:`lightopt.run.tracker`.
+What it logs is listed in the README (``metrics.csv``); building the optimizer and schedule is delegated to
+:func:`lightopt.core.plugin.configure_optimizers`, the run's bookkeeping lives in :mod:`lightopt.run.training`.
 """
 
 from __future__ import annotations
@@ -237,7 +232,7 @@ class LitModel(L.LightningModule):
         if self._lr_names is None:
             names = [g.get("name", str(i)) for i, g in enumerate(groups)]
             self._lr_names = ["train/lr"] if len(groups) == 1 else [f"train/lr/{n}" for n in names]
-        metrics = {name: g["lr"] for name, g in zip(self._lr_names, groups)}
+        metrics = {name: g["lr"] for name, g in zip(self._lr_names, groups, strict=True)}
         if len(groups) > 1:
             metrics["train/lr"] = groups[0]["lr"]
         self._last_lr = metrics

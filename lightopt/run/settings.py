@@ -28,7 +28,7 @@ class RunSettings:
     objective: str
     direction: str
     reduce: str  # best | final
-    lr: float | None  # optimizer.lr as configured (before lr_scaling and lr_find)
+    lr: float  # optimizer.lr as configured, or the class's default (before lr_scaling and lr_find)
     lr_scaling: str  # a key of LR_SCALING_RULES
     tune: tune.LRFindSettings | None
     console: console.ConsoleSettings
@@ -77,10 +77,8 @@ def check_config(cfg: DictConfig, trial: TrialContext | None = None) -> RunSetti
         integer("seed", seed, "a non-negative integer, or null for no seeding", low=0)
     for section in ("data", "model", "loss", "trainer"):
         _import_target(section, cfg[section])
-    lr = check_optimizer(cfg.optimizer).lr
+    lr = check_optimizer(cfg.optimizer).lr  # the class's default when the config gives none
     rule = check_lr_scaling(cfg)
-    if rule != "none" and lr is None:
-        raise ConfigError("optimizer.lr", None, "a number > 0", f"lr_scaling.rule={rule} needs a learning rate to scale")
     return RunSettings(
         objective=str(cfg.objective.metric), direction=direction, reduce=reduce, lr=lr, lr_scaling=rule,
         tune=tune.check_tune(cfg), console=console.settings(cfg, in_sweep=trial is not None), trial=trial,

@@ -1,24 +1,10 @@
-"""Speed knobs of the ``trainer`` config group: ``precision: auto``, ``tf32`` and ``compile``.
+"""Speed knobs of the ``trainer`` config group that Lightning's ``Trainer`` does not take: ``precision: auto``,
+``tf32`` and ``compile``.
 
-Lightning's ``Trainer`` knows nothing of the last two and has no ``precision="auto"``, so
-:func:`configure` resolves them before the trainer is built and returns the trainer config without them.
-The decisions are pure functions of the device's capabilities (:func:`choose_precision`,
-:func:`use_tf32`, :func:`compile_options`), so they are tested on machines without a GPU:
-
-- ``precision: auto``: ``bf16-mixed`` (bf16 autocast, fp32 master weights) when the run will use a CUDA
-  GPU that supports bf16 (Ampere or newer), else ``32-true``: on the CPU, bf16 autocast is slower than
-  fp32 on most processors; on older GPUs fp16 would need loss scaling, which stays an explicit choice
-  (``trainer.precision=16-mixed``). Any other value (``32-true``, ``bf16-mixed``, ``16-mixed``, null =
-  ``32-true``) is passed to Lightning unchanged.
-- ``tf32: true``: float32 matrix multiplications and convolutions on TF32 tensor cores (10-bit mantissa
-  in the products, fp32 accumulation; several times faster) when the run uses a CUDA GPU of compute
-  capability 8.0 or newer: ``torch.set_float32_matmul_precision("high")``. ``tf32: false`` keeps full
-  fp32 (``"highest"``). Nothing is changed for runs that do not use CUDA. The setting is process-wide.
-- ``compile: false | true | <mode>``: ``torch.compile`` the model in place (``nn.Module.compile``): its
-  parameter names, ``state_dict`` and checkpoints stay those of the plain model, so lr multipliers, the
-  Muon split and resuming work as without it. A string is ``torch.compile``'s ``mode`` (``default``,
-  ``reduce-overhead``, ``max-autotune``, ``max-autotune-no-cudagraphs``). The first steps are slow while
-  it compiles; it pays off on GPUs and for longer runs.
+:func:`configure` resolves them before the trainer is built and returns the trainer config without them. The
+decisions are pure functions of the device's capabilities (:func:`choose_precision`, :func:`use_tf32`,
+:func:`compile_options`), so they are tested on machines without a GPU. What each setting means is in the
+README ("Speed") and ``conf/trainer/default.yaml``.
 """
 
 from __future__ import annotations
@@ -59,7 +45,8 @@ def choose_precision(requested: Any, *, accelerator: Any, cuda_available: bool, 
     return "bf16-mixed" if uses_cuda(accelerator, cuda_available) and bf16_supported else "32-true"
 
 
-def use_tf32(requested: Any, *, accelerator: Any, cuda_available: bool, capability: tuple[int, int] | None) -> bool | None:
+def use_tf32(requested: Any, *, accelerator: Any, cuda_available: bool,
+             capability: tuple[int, int] | None) -> bool | None:
     """Whether to allow TF32 matmuls: ``True``/``False`` to set, ``None`` to leave torch's setting alone.
 
     ``True`` needs ``requested`` and a CUDA run on a GPU of compute ``capability`` >= (8, 0) (Ampere:

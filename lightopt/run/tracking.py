@@ -145,11 +145,12 @@ def wandb_logger(
         id=id,
         resume="allow" if id else None,
         log_model=log_model,
-        settings=_quiet_settings(),
+        settings=quiet_settings(),
     )
 
 
-def _quiet_settings() -> Any:
+def quiet_settings() -> Any:
+    """W&B settings for every run lightopt starts: no login prompt, no console capture."""
     import wandb
 
     # no login prompt, no console capture racing Lightning's progress bar

@@ -250,10 +250,11 @@ def _callbacks(cfg: DictConfig, out_dir: Path, tracker: RunTracker, pruning: Opt
     return callbacks
 
 
-def _scaled_optimizer_cfg(cfg: DictConfig, settings: RunSettings, trainer: L.Trainer) -> tuple[DictConfig, float | None]:
+def _scaled_optimizer_cfg(cfg: DictConfig, settings: RunSettings,
+                          trainer: L.Trainer) -> tuple[DictConfig, float | None]:
     """``cfg.optimizer`` with ``lr`` scaled by ``lr_scaling`` for this trainer's global batch, and that lr."""
     rule, base_lr = settings.lr_scaling, settings.lr
-    if rule == "none" or base_lr is None:
+    if rule == "none":
         return cfg.optimizer, base_lr
     global_batch = cfg.data.batch_size * trainer.world_size * trainer.accumulate_grad_batches
     factor = lr_scale_factor(rule, cfg.data.batch_size, trainer.world_size, trainer.accumulate_grad_batches,

@@ -1,24 +1,10 @@
-"""Tuning before training: the learning-rate range test (``tune=lr_find``).
+"""Tuning before training: the learning-rate range test (``tune=lr_find``), on the run's own trainer, model and
+data, through Lightning's learning-rate finder.
 
-Lightning's learning-rate finder (``lightning.pytorch.tuner.Tuner.lr_find``) trains for
-``tune.num_training`` optimizer steps while raising the learning rate from ``tune.min_lr`` to
-``tune.max_lr`` and suggests the lr at which the (smoothed) loss falls fastest. :func:`find_lr` runs it on
-the run's own trainer, model and data, then
-
-- the weights and optimizer state are those of before the test (Lightning saves a checkpoint first and
-  restores it), and so are the RNG states (Lightning runs the test in ``isolate_rng``), so training starts
-  exactly as it would have without the test;
-- the suggestion becomes the optimizer's ``lr`` (``lr0`` of the schedule): :func:`with_lr` gives the
-  optimizer config with it, from which ``configure_optimizers`` builds the real optimizer and schedule.
-  It *replaces* the lr of ``lr_scaling``: the test ran at the actual global batch size, so the measured
-  lr needs no scaling. ``lr_multipliers`` are kept: during the test every param group runs at its
-  multiple of the swept lr, and the suggestion is the base lr the multipliers apply to;
-- ``lr_find.png`` (loss against lr, the suggestion marked) is written into the run directory.
-
-The test needs a single optimizer (every lightopt optimizer is one, Muon+AdamW included) and no
-``ckpt_path`` (a resumed run continues its checkpoint's schedule). When it yields no suggestion (too few
-steps, or a loss that diverged at once) the run stops with a :class:`ConfigError` naming the ``tune`` keys
-to change, before any training.
+:func:`check_tune` validates the ``tune`` section, :func:`find_lr` runs the test (weights, optimizer state and
+RNG state are those of before it; ``lr_multipliers`` keep their ratios during it) and writes ``lr_find.png``,
+:func:`with_lr` gives the optimizer config with the suggestion as ``lr``. What the test does for a user is in
+the README ("Finding the learning rate").
 """
 
 from __future__ import annotations
@@ -157,7 +143,7 @@ def _keep_lr_multipliers(module: L.LightningModule) -> Callable[[], None]:
 
     def on_before_optimizer_step(optimizer: torch.optim.Optimizer) -> None:
         if len(ratios) == len(optimizer.param_groups):
-            for group, ratio in zip(optimizer.param_groups, ratios):
+            for group, ratio in zip(optimizer.param_groups, ratios, strict=True):
                 group["lr"] *= ratio
         before_step(optimizer)
 
@@ -231,36 +217,8 @@ def find_lr(
         ConfigError: the test gave no suggestion (``lr_find.png`` is written all the same when there is
             a curve to draw).
     """
-    from lightning.pytorch.tuner import Tuner
-
     out_dir = Path(out_dir)
-    loop = trainer.fit_loop
-    saved_loop = (loop.max_epochs, trainer.check_val_every_n_epoch)
-    if loop.max_epochs is not None and loop.max_epochs >= 0:
-        loop.max_epochs = max(loop.max_epochs, settings.num_training)
-    if trainer.check_val_every_n_epoch is not None:
-        trainer.check_val_every_n_epoch = 2**31 - 1  # no validation within the test
-    undo = _keep_lr_multipliers(module)
-    undo_quiet = _quiet_finder(module) if quiet else (lambda: None)
-    try:
-        finder = Tuner(trainer).lr_find(
-            module,
-            datamodule=datamodule,
-            min_lr=settings.min_lr,
-            max_lr=settings.max_lr,
-            num_training=settings.num_training,
-            mode=settings.mode,
-            early_stop_threshold=settings.early_stop_threshold,
-            update_attr=False,
-        )
-    finally:
-        undo()
-        undo_quiet()
-        loop.max_epochs, trainer.check_val_every_n_epoch = saved_loop
-
-    if finder is None:  # Lightning skips the test under fast_dev_run
-        raise ConfigError("tune.name", "lr_find", "tune=none with trainer.fast_dev_run",
-                          "Lightning skips the learning-rate finder in a fast_dev_run")
+    finder = _run_finder(trainer, module, datamodule, settings, quiet)
     lrs, losses = finder.results.get("lr", []), finder.results.get("loss", [])
     plot = None
     if lrs and trainer.is_global_zero:
@@ -278,16 +236,9 @@ def find_lr(
             f"steps and has {finite} finite loss values after the first {SKIP_BEGIN} (2 needed)"
             + (f"; its curve is in {out_dir / PLOT_NAME}" if plot else ""),
         )
-    result = LRFindResult(
-        suggestion=float(suggestion),
-        min_lr=settings.min_lr,
-        max_lr=settings.max_lr,
-        num_training=settings.num_training,
-        mode=settings.mode,
-        steps=len(lrs),
-        configured_lr=configured_lr,
-        plot=plot,
-    )
+    result = LRFindResult(suggestion=float(suggestion), min_lr=settings.min_lr, max_lr=settings.max_lr,
+                          num_training=settings.num_training, mode=settings.mode, steps=len(lrs),
+                          configured_lr=configured_lr, plot=plot)
     if trainer.is_global_zero:
         replaced = "" if configured_lr is None else f" (replaces the configured lr {configured_lr:g})"
         log.info("tune=lr_find: suggested lr %g after %d steps from %g to %g%s; curve in %s", result.suggestion,
@@ -295,6 +246,35 @@ def find_lr(
     else:  # every rank must train at the same lr; its log says which
         log.info("rank %d: tune=lr_find: lr %g", trainer.global_rank, result.suggestion)
     return result
+
+
+def _run_finder(trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule,
+                settings: LRFindSettings, quiet: bool) -> Any:
+    """Lightning's finder on the run's trainer, its epoch limit and validation lifted for the test only."""
+    from lightning.pytorch.tuner import Tuner
+
+    loop = trainer.fit_loop
+    saved_loop = (loop.max_epochs, trainer.check_val_every_n_epoch)
+    if loop.max_epochs is not None and loop.max_epochs >= 0:
+        loop.max_epochs = max(loop.max_epochs, settings.num_training)
+    if trainer.check_val_every_n_epoch is not None:
+        trainer.check_val_every_n_epoch = 2**31 - 1  # no validation within the test
+    undo = _keep_lr_multipliers(module)
+    undo_quiet = _quiet_finder(module) if quiet else (lambda: None)
+    try:
+        finder = Tuner(trainer).lr_find(
+            module, datamodule=datamodule, min_lr=settings.min_lr, max_lr=settings.max_lr,
+            num_training=settings.num_training, mode=settings.mode,
+            early_stop_threshold=settings.early_stop_threshold, update_attr=False,
+        )
+    finally:
+        undo()
+        undo_quiet()
+        loop.max_epochs, trainer.check_val_every_n_epoch = saved_loop
+    if finder is None:  # Lightning skips the test under fast_dev_run
+        raise ConfigError("tune.name", "lr_find", "tune=none with trainer.fast_dev_run",
+                          "Lightning skips the learning-rate finder in a fast_dev_run")
+    return finder
 
 
 def in_context(err: ConfigError, result: LRFindResult) -> ConfigError:

@@ -23,6 +23,7 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from optuna.trial import TrialState
 
+from lightopt.cli import EXIT_CONFIG_ERROR
 from lightopt.errors import ConfigError
 from lightopt.formatting import error_text
 from lightopt.objective import DIRECTIONS, metric_direction
@@ -35,7 +36,6 @@ from lightopt.storage import hide_password, open_storage, with_driver
 log = logging.getLogger(__name__)
 
 DEFAULT_N_TRIALS = 20
-EXIT_CONFIG_ERROR = 2
 
 
 class OptunaSweeper(Sweeper):

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lightopt.run.tracking import _quiet_settings, redact, resolve_mode
+from lightopt.run.tracking import quiet_settings, redact, resolve_mode
 from lightopt.search.trials import state_counts, trial_table
 
 if TYPE_CHECKING:  # the report is built before it is published; this module never imports it at run time
@@ -130,7 +130,7 @@ def log_sweep_summary(
     save_dir.mkdir(parents=True, exist_ok=True)
     run = wandb.init(project=project, entity=entity, dir=str(save_dir), mode=resolved, group=group,
                      job_type=SUMMARY_JOB_TYPE, name=f"{group}-summary", tags=sorted(set(tags)) or None,
-                     id=run_id, resume="allow" if run_id else None, settings=_quiet_settings(),
+                     id=run_id, resume="allow" if run_id else None, settings=quiet_settings(),
                      reinit="create_new")
     try:
         data: dict[str, Any] = {"trials": wandb.Table(columns=list(columns), data=[list(r) for r in rows],

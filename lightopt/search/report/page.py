@@ -42,6 +42,7 @@ class Link:
 
 
 def link(sweep_dir: Path, target: Path, text: str) -> Link:
+    """A link to ``target`` when it is a file inside ``sweep_dir`` (the page opens offline), else plain text."""
     try:
         rel = target.resolve().relative_to(sweep_dir.resolve())
     except (ValueError, OSError):
@@ -66,6 +67,8 @@ class TrialLine:
 
 @dataclass(frozen=True)
 class TrialsView:
+    """A trials table: its header and its rows."""
+
     head: list[str]
     lines: list[TrialLine]
 
