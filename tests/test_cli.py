@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.conftest import QUICK, run_cli
+from tests.helpers import QUICK, run_cli
 
 CONFIG_ERROR = 2
 
@@ -136,7 +136,7 @@ def test_ddp_at_the_same_global_batch_has_the_one_device_schedule_and_full_valid
     from hydra.utils import instantiate
 
     from lightopt.run.training import build_model
-    from tests.conftest import compose_cfg
+    from tests.helpers import compose_cfg
 
     common = ["trainer.max_epochs=2", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
               "logger=csv", "schedule=cosine", "schedule.warmup=5"]

@@ -6,7 +6,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def python_blocks() -> list[str]:

@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from lightopt.core.schedules import build_lr_fn
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 EXAMPLE = ROOT / "examples" / "own_project"
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from lightopt.core.optimizers import OptimizerSpec, auto_fused, check_optimizer, create_optimizer, param_groups
 from lightopt.errors import ConfigError
-from tests.conftest import CONF
+from tests.helpers import CONF
 
 OPTIMIZERS = sorted(p.stem for p in (CONF / "optimizer").glob("*.yaml"))
 L2 = {"weight_decay": 0.1}

@@ -16,7 +16,7 @@ from lightopt.core.defaults import complete_section
 from lightopt.core.regularization import REGULARIZATION_DEFAULTS
 from lightopt.core.schedules import PlateauLR, ScheduledLR
 from lightopt.errors import ConfigError
-from tests.conftest import CONF
+from tests.helpers import CONF
 
 CFG = {
     "optimizer": {"_target_": "torch.optim.AdamW", "lr": 0.01},

@@ -8,7 +8,7 @@ from torch import nn
 
 from lightopt.core.regularization import Penalty, build_penalty, is_no_decay, split_decay, validate_regularization
 from lightopt.errors import ConfigError
-from tests.conftest import CONF as ROOT_CONF
+from tests.helpers import CONF as ROOT_CONF
 
 CONF = ROOT_CONF / "regularization"
 

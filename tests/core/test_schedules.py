@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 
 from lightopt.core.schedules import SCHEDULES, PlateauLR, ScheduledLR, create_scheduler, to_steps
 from lightopt.errors import ConfigError
-from tests.conftest import CONF as ROOT_CONF
+from tests.helpers import CONF as ROOT_CONF
 
 CONF = ROOT_CONF / "schedule"
 LR0 = 0.1

@@ -15,7 +15,7 @@ from lightopt.formatting import fmt
 from lightopt.run import console
 from lightopt.run.data import DigitsDataModule
 from lightopt.run.training import build_model, run
-from tests.conftest import QUICK, compose_cfg, run_cli
+from tests.helpers import QUICK, compose_cfg, run_cli
 
 
 def render(renderable, width: int = 140) -> str:

@@ -95,7 +95,7 @@ def inspect(run_dir: Path) -> dict:
 
 def test_training_run_logs_config_metrics_and_summary_to_wandb(no_credentials, tmp_path):
     from lightopt.run.training import run
-    from tests.conftest import QUICK, compose_cfg
+    from tests.helpers import QUICK, compose_cfg
 
     run(compose_cfg(*QUICK, "logger=[csv,wandb]", "optimizer=adamw", "optimizer.lr=0.002",
                     "logger.wandb.tags=[probe]"), tmp_path)
@@ -114,7 +114,7 @@ def test_training_run_logs_config_metrics_and_summary_to_wandb(no_credentials, t
 
 def test_resumed_run_continues_the_same_wandb_run(no_credentials, tmp_path):
     from lightopt.run.training import run
-    from tests.conftest import QUICK, compose_cfg
+    from tests.helpers import QUICK, compose_cfg
 
     first, second = tmp_path / "first", tmp_path / "second"
     run(compose_cfg(*QUICK, "logger=wandb", "schedule.total_steps=20"), first)
@@ -125,7 +125,7 @@ def test_resumed_run_continues_the_same_wandb_run(no_credentials, tmp_path):
 
 def test_tensorboard_and_csv_together(tmp_path):
     from lightopt.run.training import run
-    from tests.conftest import QUICK, compose_cfg
+    from tests.helpers import QUICK, compose_cfg
 
     run(compose_cfg(*QUICK, "logger=[csv,tensorboard]"), tmp_path)
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))

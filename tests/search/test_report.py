@@ -29,8 +29,7 @@ from lightopt.search.report import (
     comparison_table,
     write_comparison_csv,
 )
-from tests.conftest import QUICK, run_cli
-from tests.test_sweeper import LR, bowl, out_of_memory, sweep_in_process, two_objectives
+from tests.helpers import LR, QUICK, bowl, out_of_memory, run_cli, sweep_in_process, two_objectives
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 WANDB_CLI = Path(sys.executable).parent / "wandb"

@@ -14,7 +14,7 @@ import torch
 from lightopt.core.schedules import create_scheduler
 from lightopt.errors import ConfigError
 from lightopt.run.training import run
-from tests.conftest import CONF, QUICK, assert_same_last_weights, compose_cfg, run_cli
+from tests.helpers import CONF, QUICK, assert_same_last_weights, compose_cfg, run_cli
 
 # a short test: 20 lr values (the suggestion ignores the first 10 and the last), from 1e-5 to 1
 FIND = ["tune=lr_find", "tune.num_training=20", "tune.min_lr=1.0e-5", "tune.max_lr=1.0"]

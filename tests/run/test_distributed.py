@@ -10,7 +10,7 @@ import pytest
 
 from lightopt.contract import TrialContext
 from lightopt.run.ranks import rank_command
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 
 def test_rank_command_is_a_single_run_of_the_trial_in_its_directory(tmp_path):
@@ -26,7 +26,7 @@ def test_rank_command_is_a_single_run_of_the_trial_in_its_directory(tmp_path):
 
 
 def test_each_job_of_a_sweep_gets_its_trial_context_with_the_sweeps_command(tmp_path):
-    from tests.test_sweeper import LR, sweep_in_process
+    from tests.helpers import LR, sweep_in_process
 
     seen: list[TrialContext | None] = []
 
@@ -34,13 +34,14 @@ def test_each_job_of_a_sweep_gets_its_trial_context_with_the_sweeps_command(tmp_
         seen.append(TrialContext.current())
         return 0.0
 
+    ours = {k: v for k, v in os.environ.items() if k.startswith("LIGHTOPT")}
     sweep_in_process(tmp_path, task, "hydra.sweeper.n_trials=2", LR)
     assert [c.number for c in seen] == [0, 1]
     assert all(c.entry_point[0] == sys.executable for c in seen)  # how DDP ranks of the trial are started
     assert all(c.searched == ("optimizer.lr",) for c in seen)
     assert seen[1].run_dir == str((tmp_path / "1").absolute())
-    # nothing is left in the environment: a `python train.py trainer=ddp` started later finds its own script
-    assert not any(k.startswith("LIGHTOPT") for k in os.environ)
+    # nothing passes through the environment: a `python train.py trainer=ddp` started later finds its own script
+    assert {k: v for k, v in os.environ.items() if k.startswith("LIGHTOPT")} == ours
 
 
 def rank_lines(log_text: str) -> list[tuple[str, str, int]]:

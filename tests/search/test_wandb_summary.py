@@ -12,7 +12,7 @@ import pytest
 
 from lightopt.search.report import make_report
 from lightopt.search.wandb_summary import SUMMARY_RUN_ID_ATTR, log_sweep_summary, log_to_wandb, wandb_settings
-from tests.test_sweeper import LR, sweep_in_process, two_objectives
+from tests.helpers import LR, sweep_in_process, two_objectives
 
 WANDB_CLI = Path(sys.executable).parent / "wandb"
 

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 from lightopt.errors import ConfigError
 from lightopt.run import speed
-from tests.conftest import compose_cfg
+from tests.helpers import compose_cfg
 
 AMPERE = {"cuda_available": True, "bf16_supported": True, "capability": (8, 0)}
 TURING = {"cuda_available": True, "bf16_supported": False, "capability": (7, 5)}

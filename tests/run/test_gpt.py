@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from lightopt.core.optimizers import create_optimizer
 from lightopt.errors import ConfigError
 from lightopt.run.training import build_model, run
-from tests.conftest import compose_cfg
+from tests.helpers import compose_cfg
 
 # experiment=gpt, shortened: about 450 training windows (14 batches of 32 x 64 tokens) x 4 epochs = 56 steps
 LM_QUICK = [

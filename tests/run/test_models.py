@@ -102,7 +102,7 @@ def test_gpt_without_bias_has_no_bias_parameters():
 def test_gpt_sizes_from_config():
     from hydra.utils import instantiate
 
-    from tests.conftest import compose_cfg
+    from tests.helpers import compose_cfg
 
     tiny = instantiate(compose_cfg("model=gpt", "data=tokens").model, vocab_size=256, block_size=64)
     assert tiny.num_params() == 120_576

@@ -11,7 +11,7 @@ import torch
 
 from lightopt.errors import ConfigError
 from lightopt.run.training import run
-from tests.conftest import QUICK, assert_same_last_weights, compose_cfg
+from tests.helpers import QUICK, assert_same_last_weights, compose_cfg
 
 
 def read_results(path):

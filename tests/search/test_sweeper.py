@@ -6,7 +6,6 @@ few); sampler coverage runs the real sweeper in-process on a cheap task function
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -20,9 +19,6 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from hydra._internal.hydra import Hydra
-from hydra._internal.utils import create_config_search_path
-from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
@@ -31,55 +27,26 @@ from lightopt.contract import TrialContext
 from lightopt.search.locks import FileLock
 from lightopt.search.outcome import judge
 from lightopt.storage import with_driver
-from tests.conftest import CONF, QUICK, ROOT, run_cli
+from tests.helpers import (
+    CONF,
+    LR,
+    QUICK,
+    ROOT,
+    bowl,
+    load_study,
+    out_of_memory,
+    rows,
+    run_cli,
+    sweep_in_process,
+    task_overrides,
+    two_objectives,
+)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-LR = "optimizer.lr=tag(log,interval(1e-4,1e-1))"
 SLOW = [*QUICK, "trainer.max_epochs=25", "checkpoint.enabled=false"]  # a few seconds a trial: time to interrupt it
 
 
-def rows(sweep_dir: Path) -> list[dict[str, str]]:
-    with open(sweep_dir / "trials.csv") as f:
-        return list(csv.DictReader(f))
-
-
-def task_overrides(run_dir: Path) -> dict[str, str]:
-    lines = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text())
-    return dict(line.split("=", 1) for line in lines)
-
-
-def load_study(sweep_dir: Path) -> optuna.Study:
-    results = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
-    return optuna.load_study(study_name=results["study_name"], storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
-
-
 # ------------------------------------------------------------------------------------------- in-process sweeps
-
-
-def sweep_in_process(sweep_dir: Path, task, *overrides: str) -> None:
-    """``python train.py -m OVERRIDES`` with ``task`` in place of training (the real sweeper and launcher)."""
-    hydra = Hydra.create_main_hydra2(task_name="train", config_search_path=create_config_search_path(str(CONF)))
-    try:
-        hydra.multirun(config_name="train", task_function=task, with_log_configuration=False,
-                       overrides=[*overrides, f"hydra.sweep.dir={sweep_dir}"])
-    finally:
-        GlobalHydra.instance().clear()
-
-
-def bowl(cfg) -> float:
-    """Best at lr = 1e-2 (the default objective, val/acc, is maximized)."""
-    return -((math.log10(cfg.optimizer.lr) + 2) ** 2) - (0.5 if cfg.optimizer._target_.endswith("SGD") else 0.0)
-
-
-def two_objectives(cfg) -> float:
-    """Writes results.json as a training run does: val/acc best at lr = 1e-2, wall_seconds growing with lr."""
-    acc = 1 - (math.log10(cfg.optimizer.lr) + 2) ** 2 / 10
-    out = Path(HydraConfig.get().runtime.output_dir)
-    (out / "results.json").write_text(json.dumps({
-        "objective": "val/acc", "value": acc, "direction": "maximize", "status": "completed",
-        "metrics": {"val/acc": {"final": acc, "best": acc}, "val/loss": {"final": 1 - acc, "best": 1 - acc}},
-        "global_step": 7, "epochs": 1, "wall_seconds": 100 * cfg.optimizer.lr}))
-    return acc
 
 
 @pytest.mark.parametrize("sampler,extra", [
@@ -135,7 +102,7 @@ def widen(cfg, trial) -> dict:
 
 def test_custom_search_space_function_adds_params_and_overrides(tmp_path):
     sweep_in_process(tmp_path, bowl, "hydra.sweeper.n_trials=3", LR,
-                     "hydra.sweeper.custom_search_space=tests.test_sweeper.widen")
+                     "hydra.sweeper.custom_search_space=tests.search.test_sweeper.widen")
     table = rows(tmp_path)
     assert list(table[0])[2:5] == ["value", "optimizer.lr", "schedule.warmup"]
     for r in table:
@@ -183,10 +150,6 @@ def test_bad_sweeper_config_is_one_clear_line(tmp_path, capsys, key, value, ment
     assert exit_.value.code == 2
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert line.startswith(f"lightopt: config error: {key}=") and mentions in line, line
-
-
-def out_of_memory(cfg) -> float:
-    raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
 
 def test_a_sweep_where_every_trial_fails_stops(tmp_path, capsys):

@@ -17,7 +17,7 @@ from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Overrid
 from omegaconf import DictConfig, OmegaConf
 
 from lightopt.run.training import check_config
-from tests.conftest import CONF, compose_cfg
+from tests.helpers import CONF, compose_cfg
 
 PRESETS = {
     "lr_wd": {"optimizer.lr", "regularization.weight_decay"},

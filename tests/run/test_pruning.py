@@ -21,7 +21,7 @@ from lightopt.contract import TrialContext
 from lightopt.errors import ConfigError
 from lightopt.run.pruning import OptunaPruning, attach, build_pruner
 from lightopt.run.training import run
-from tests.conftest import CONF, QUICK, run_cli
+from tests.helpers import CONF, QUICK, run_cli
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
