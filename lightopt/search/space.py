@@ -1,33 +1,10 @@
 """Search spaces for the lightopt sweeper: Hydra sweep syntax in, Optuna distributions and job overrides out.
 
-Each searched parameter is written in Hydra's override syntax, as for hydra-optuna-sweeper:
-
-=================================  ==============================================================================
-``choice(a, b, ...)``              categorical; elements may be numbers, strings, lists or dicts, and the key may
-                                   be a config group (``optimizer=choice(sgd,adam)``)
-``range(start, stop[, step])``     the values of Hydra's (Python-like) range: ``stop`` is excluded, as with
-                                   Hydra's basic sweeper (hydra-optuna-sweeper included it); ints give an int
-                                   parameter, floats a float parameter on that step
-``interval(low, high)``            a float drawn uniformly from [low, high]
-``tag(log, interval(low, high))``  a float drawn log-uniformly (``tag(log, range(a, b))`` for ints)
-anything else                      fixed: the same override for every trial
-=================================  ==============================================================================
-
-Optuna's categorical choices must be scalars, so a choice whose elements are lists or dicts is stored in
-Optuna as the elements' override text (``"[0.9,0.999]"``), which is also what the job receives.
-
-Conditional parameters (sweeper key ``conditional``) are searched only when their condition holds, and are
-then neither suggested to Optuna nor passed to the job (the config's own value applies)::
-
-    conditional:
-      optimizer.momentum: {when: {optimizer: [momentum, nesterov]}, space: interval(0.8, 0.99)}
-      optimizer.lr:                         # a list of cases: the first whose `when` holds gives the space
-        - {when: {optimizer: [sgd, momentum]}, space: tag(log, interval(1e-3, 1.0))}
-        - {when: {optimizer: adam}, space: tag(log, interval(1e-4, 1e-2))}
-
-``when`` maps keys to allowed values (one value or a list; every key must match). A key is a searched
-parameter declared before the conditional one, or a fixed override; comparison is by override text, so
-``[0.9,0.999]`` matches the choice ``[0.9,0.999]``.
+Parses ``choice``/``range``/``interval``/``tag(log, ...)`` overrides, hydra-optuna-sweeper's older
+``search_space`` form and conditional parameters (searched only when their ``when`` holds) into a
+:class:`SearchSpace`, which suggests a trial's overrides and enumerates grids. The syntax itself is described
+in the README ("Hyperparameter search") and ``hydra/sweeper/lightopt.yaml``. Optuna's categorical choices must
+be scalars, so a choice of lists or dicts is kept as the elements' override text (``"[0.9,0.999]"``).
 """
 
 from __future__ import annotations
