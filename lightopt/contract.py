@@ -50,7 +50,7 @@ class TrialContext:
     """The Optuna trial a job runs, and what the job needs to take part in its sweep.
 
     Attributes:
-        storage: the study's storage URL (it may hold a password: the file is readable by its owner only).
+        storage: the study's storage URL, its password hidden (the job takes it from ``lightopt.storage.PASSWORD_ENV``).
         study_name: the study.
         number: the trial's number in the study (also the job's ``hydra.job.num``).
         pruner: the sweep's pruner config (``_target_`` and arguments), or None for no pruning.

@@ -1,7 +1,10 @@
-"""Optuna storages by URL: the form the sweep and its jobs share, opening one, and showing one without its password.
+"""Optuna storages by URL: the form the sweep and its jobs share, opening one, and keeping its password off disk.
 
-The locks that serialize trial reservation and the trials' heartbeat live with the sweeper
-(:mod:`lightopt.search.locks`); this module is what a job, the sweeper and the report all need.
+A storage password never goes into a file lightopt writes: URLs are recorded with ``***`` in its place
+(:func:`hide_password`), and the processes that need the real URL (the sweep's jobs, ``python -m
+lightopt.report``) take the password from the environment variable :data:`PASSWORD_ENV`, which the sweeper
+sets for the processes it starts (:func:`with_password`). The locks that serialize trial reservation and the
+trials' heartbeat live with the sweeper (:mod:`lightopt.search.locks`).
 """
 
 from __future__ import annotations
@@ -9,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.util
+import os
+import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +24,9 @@ from lightopt.errors import ConfigError
 if TYPE_CHECKING:
     import optuna
 
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]+:)(?P<pw>[^@\s]+)(?P<tail>@)", re.I)
+#: the environment variable holding the storage password for the processes of a sweep
+PASSWORD_ENV = "LIGHTOPT_STORAGE_PASSWORD"
 STORAGE_ALLOWED = "a database URL: sqlite:///path/to/file.db, postgresql://user:password@host/db, ..."
 # a fixed 64-bit key for the PostgreSQL schema lock; study locks are keyed by a hash of the study name
 _SCHEMA_LOCK_KEY = int.from_bytes(hashlib.blake2b(b"lightopt-schema", digest_size=8).digest(), "big", signed=True)
@@ -40,6 +48,43 @@ def hide_password(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001 - not a database URL: nothing to hide
         return url
+
+
+def hide_passwords(text: str) -> str:
+    """``text`` (an override, a command-line argument) with the password of every URL in it shown as ``***``."""
+    return _URL_PASSWORD.sub(r"\g<head>***\g<tail>", text)
+
+
+def password_of(url: str) -> str | None:
+    """The password in ``url``, or None (no URL, no password, or one already hidden)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        password = make_url(url).password
+    except Exception:  # noqa: BLE001 - not a database URL
+        return None
+    return None if password in (None, "", "***") else str(password)
+
+
+def with_password(url: str) -> str:
+    """``url`` with a hidden password (``***``) replaced by the one in :data:`PASSWORD_ENV`.
+
+    Raises:
+        ConfigError: the URL hides its password and the environment does not hold it.
+    """
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:  # noqa: BLE001 - not a database URL: nothing to fill in
+        return url
+    if parsed.password != "***":
+        return url
+    password = os.environ.get(PASSWORD_ENV)
+    if not password:
+        raise ConfigError("hydra.sweeper.storage", url, f"the storage's password in the environment variable "
+                          f"{PASSWORD_ENV}", "its password is not recorded on disk")
+    return parsed.set(password=password).render_as_string(hide_password=False)
 
 
 def with_driver(url: str) -> str:

@@ -56,11 +56,11 @@ def attach(context: TrialContext) -> optuna.trial.Trial | None:
     """A handle on the context's running trial, or None for a multi-objective study (Optuna cannot prune those)."""
     import optuna
 
-    from lightopt.storage import open_storage
+    from lightopt.storage import open_storage, with_password
 
     # The job samples nothing (its parameters arrive as overrides): a random sampler avoids building a
     # model-based sampler just to attach to the trial.
-    study = optuna.load_study(study_name=context.study_name, storage=open_storage(context.storage),
+    study = optuna.load_study(study_name=context.study_name, storage=open_storage(with_password(context.storage)),
                               sampler=optuna.samplers.RandomSampler(), pruner=build_pruner(context.pruner))
     if len(study.directions) > 1:
         log.info("study %r has %d objectives: trials are not pruned", context.study_name, len(study.directions))

@@ -7,6 +7,7 @@ starts, before its first step. Building and fitting live in :mod:`lightopt.run.t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
@@ -16,7 +17,7 @@ from lightopt.contract import TrialContext
 from lightopt.core.optimizers import check_optimizer
 from lightopt.errors import ConfigError
 from lightopt.objective import check_direction
-from lightopt.run import console, tune
+from lightopt.run import console, tracking, tune
 
 LR_SCALING_RULES = {"none": 0.0, "linear": 1.0, "sqrt": 0.5}  # rule -> exponent of the batch-size ratio
 
@@ -33,6 +34,7 @@ class RunSettings:
     tune: tune.LRFindSettings | None
     console: console.ConsoleSettings
     trial: TrialContext | None  # the sweep trial this run is, or None
+    resumed_run_id: str | None = None  # the W&B run id in ckpt_path's checkpoint, which a resume continues
 
     @property
     def in_sweep(self) -> bool:
@@ -79,10 +81,36 @@ def check_config(cfg: DictConfig, trial: TrialContext | None = None) -> RunSetti
         _import_target(section, cfg[section])
     lr = check_optimizer(cfg.optimizer).lr  # the class's default when the config gives none
     rule = check_lr_scaling(cfg)
+    checkpoint = check_checkpoint(cfg.get("ckpt_path"))
     return RunSettings(
         objective=str(cfg.objective.metric), direction=direction, reduce=reduce, lr=lr, lr_scaling=rule,
         tune=tune.check_tune(cfg), console=console.settings(cfg, in_sweep=trial is not None), trial=trial,
+        resumed_run_id=tracking.previous_run_id(checkpoint),
     )
+
+
+def check_checkpoint(path: Any) -> dict[str, Any] | None:
+    """The checkpoint at ``ckpt_path``, loaded with ``weights_only=True`` (a pickle that would run code is refused).
+
+    Memory-mapped, so that checking a large checkpoint reads little of it; None without ``ckpt_path``.
+    """
+    if path is None:
+        return None
+    import torch
+
+    file = Path(str(path))
+    allowed = "the path of a checkpoint file of a lightopt run, e.g. outputs/<date>/<time>/checkpoints/last.ckpt"
+    if not file.is_file():
+        raise ConfigError("ckpt_path", str(path), allowed, "a directory" if file.is_dir() else "no such file")
+    try:
+        checkpoint = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # noqa: BLE001 - a damaged file, another format, or a pickle with code in it
+        problem = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+        raise ConfigError("ckpt_path", str(path), allowed, f"it does not load as a checkpoint of plain tensors and "
+                          f"values (torch.load weights_only=True: {problem})") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ConfigError("ckpt_path", str(path), allowed, "it holds no state_dict: not a Lightning checkpoint")
+    return checkpoint
 
 
 def lr_scale_factor(rule: str, batch_size: int, world_size: int, accumulate: int, base_batch_size: int) -> float:

@@ -25,10 +25,10 @@ from urllib.parse import urlsplit
 from lightopt.contract import TrialContext
 from lightopt.errors import ConfigError
 from lightopt.formatting import short_number
+from lightopt.storage import hide_passwords
 
 MODES = ("auto", "online", "offline", "disabled")
 _SECRET_KEY = re.compile(r"pass(word)?|secret|token|api[_-]?key|credential", re.I)
-_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]+:)(?P<pw>[^@\s]+)(?P<tail>@)", re.I)
 # groups whose choice names a run better than its keys do, in the order they appear in a name
 NAMING_GROUPS = ("optimizer", "schedule")
 TAG_GROUPS = ("optimizer", "schedule", "model", "data")
@@ -62,7 +62,7 @@ def redact(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return type(value)(redact(v) for v in value)
     if isinstance(value, str):
-        return _URL_PASSWORD.sub(r"\g<head>***\g<tail>", value)
+        return hide_passwords(value)
     return value
 
 
@@ -182,13 +182,10 @@ def finish(loggers: Iterable[Any], summary: Mapping[str, Any]) -> None:
             run.finish()
 
 
-def previous_run_id(ckpt_path: str | None) -> str | None:
-    """The W&B run id stored in a checkpoint by :class:`RunIdInCheckpoint`, so a resume continues that run."""
-    if not ckpt_path or not Path(ckpt_path).is_file():
-        return None
-    import torch
-
-    return torch.load(ckpt_path, map_location="cpu", weights_only=False).get(CHECKPOINT_KEY)
+def previous_run_id(checkpoint: Mapping[str, Any] | None) -> str | None:
+    """The W&B run id stored in a (safely loaded) checkpoint by ``RunIdInCheckpoint``: a resume continues that run."""
+    run_id = None if checkpoint is None else checkpoint.get(CHECKPOINT_KEY)
+    return run_id if isinstance(run_id, str) else None
 
 
 def _run_id_callback() -> Any:

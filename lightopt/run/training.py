@@ -99,7 +99,7 @@ def build(cfg: DictConfig, settings: RunSettings, out_dir: Path) -> BuiltRun:
     if settings.trial is not None:
         pruning = OptunaPruning(settings.objective, settings.direction, context=settings.trial,
                                 mode_key="objective.direction")
-    loggers = _loggers(cfg, out_dir)
+    loggers = _loggers(cfg, out_dir, settings.resumed_run_id)
     shown = settings.console
     summary = [console.RunSummary(cfg, out_dir)] if shown.summary else []  # before the bar: printed above it
     trainer_kwargs: dict[str, Any] = {
@@ -219,7 +219,7 @@ def _task(datamodule: L.LightningDataModule, loss: torch.nn.Module) -> str:
     return "classification" if isinstance(loss, torch.nn.CrossEntropyLoss | torch.nn.NLLLoss) else "regression"
 
 
-def _loggers(cfg: DictConfig, out_dir: Path) -> list[Any]:
+def _loggers(cfg: DictConfig, out_dir: Path, resumed_run_id: str | None) -> list[Any]:
     loggers = []
     for name, section in (cfg.get("logger") or {}).items():
         if section is None:
@@ -227,8 +227,8 @@ def _loggers(cfg: DictConfig, out_dir: Path) -> list[Any]:
         extra: dict[str, Any] = {"save_dir": str(out_dir)}
         if section.get("_target_") == "lightopt.run.tracking.wandb_logger" and section.get("id") is None:
             # a resumed run continues the W&B run its checkpoint came from
-            if run_id := tracking.previous_run_id(cfg.get("ckpt_path")):
-                extra["id"] = run_id
+            if resumed_run_id:
+                extra["id"] = resumed_run_id
         try:
             loggers.append(instantiate(section, **extra))
         except Exception as err:  # noqa: BLE001

@@ -30,6 +30,7 @@ from lightopt.search.outcome import FINISHED_STATUSES, Outcome, judge
 from lightopt.search.outputs import print_summary, write_optimization_results, write_trials_csv
 from lightopt.search.space import SearchSpace, value_text
 from lightopt.search.trials import state_counts, trial_rows
+from lightopt.storage import hide_password
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,7 @@ class SweepLoop:
             return None
         trial.set_user_attr("overrides", overrides)
         keys = tuple(line.split("=", 1)[0].lstrip("+~") for line in overrides)
-        context = TrialContext(self.storage_url, self.study_name, trial.number, self.plan.pruner, keys,
+        context = TrialContext(hide_password(self.storage_url), self.study_name, trial.number, self.plan.pruner, keys,
                                self.plan.entry_point)
         searched = [*overrides, *self.plan.gpu_overrides(slot)]
         shape = tuple(key if (key := line.split("=", 1)[0]) in self.numeric_keys else line for line in searched)

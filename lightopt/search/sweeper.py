@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import random
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from hydra.core.utils import JobReturn
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import get_object
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from optuna.trial import TrialState
 
 from lightopt.cli import EXIT_CONFIG_ERROR
@@ -31,7 +32,15 @@ from lightopt.run.ranks import own_entry_point
 from lightopt.search.locks import StudyLock
 from lightopt.search.space import SearchSpace, build_search_space
 from lightopt.search.study_loop import SweepLoop, SweepPlan, SweepStopped, quiet_experimental
-from lightopt.storage import hide_password, open_storage, with_driver
+from lightopt.storage import (
+    PASSWORD_ENV,
+    hide_password,
+    hide_passwords,
+    open_storage,
+    password_of,
+    with_driver,
+    with_password,
+)
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +180,8 @@ class OptunaSweeper(Sweeper):
 
     def sweep(self, arguments: list[str]) -> Any:
         try:
-            return self._sweep(arguments)
+            with self._password_off_disk():
+                return self._sweep(arguments)
         except ConfigError as err:
             print(f"lightopt: config error: {err}", file=sys.stderr, flush=True)
             sys.exit(EXIT_CONFIG_ERROR)
@@ -179,6 +189,35 @@ class OptunaSweeper(Sweeper):
             log.error("%s", err)
             print(f"lightopt: {err}", file=sys.stderr, flush=True)
             sys.exit(err.exit_code)
+
+    @contextlib.contextmanager
+    def _password_off_disk(self) -> Iterator[None]:
+        """While the sweep runs, keep the storage's password out of every record of it.
+
+        The password leaves the sweeper's settings, the master config (hence ``multirun.yaml`` and every job's
+        ``.hydra/hydra.yaml``) and this process's ``sys.argv`` (which W&B records), and goes into the
+        environment variable the sweep's processes read it from (:func:`lightopt.storage.with_password`).
+        """
+        password = password_of(str(self.cfg.get("storage") or ""))
+        if password is None:
+            yield
+            return
+        assert self.config is not None
+        self.cfg["storage"] = hide_password(str(self.cfg["storage"]))
+        with open_dict(self.config):
+            self.config.hydra.sweeper.storage = self.cfg["storage"]
+            self.config.hydra.overrides.hydra = [hide_passwords(o) for o in self.config.hydra.overrides.hydra]
+        saved_argv, saved_env = list(sys.argv), os.environ.get(PASSWORD_ENV)
+        sys.argv[:] = [hide_passwords(a) for a in sys.argv]
+        os.environ[PASSWORD_ENV] = password
+        try:
+            yield
+        finally:
+            sys.argv[:] = saved_argv
+            if saved_env is None:
+                os.environ.pop(PASSWORD_ENV, None)
+            else:
+                os.environ[PASSWORD_ENV] = saved_env
 
     def _sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
         assert self.config is not None and self.hydra_context is not None and self.launcher is not None
@@ -198,7 +237,7 @@ class OptunaSweeper(Sweeper):
         self._instantiate("sampler", self._grid_extra(grid_kind, space))  # report sampler mistakes up front
         pruner = self._instantiate("pruner") or optuna.pruners.NopPruner()
 
-        storage_url = with_driver(self.cfg.get("storage") or f"sqlite:///{sweep_dir / 'optuna.db'}")
+        storage_url = with_password(with_driver(self.cfg.get("storage") or f"sqlite:///{sweep_dir / 'optuna.db'}"))
         study_name = self.cfg.get("study_name") or (
             f"{self.config.hydra.job.name}-"
             f"{space.fingerprint(directions, objectives, self.cfg.get('custom_search_space'))}")

@@ -100,10 +100,10 @@ def load_study(info: SweepInfo) -> Any:
     """The sweep's Optuna study (the storage's only study when no name was recorded)."""
     import optuna
 
-    from lightopt.storage import open_storage
+    from lightopt.storage import open_storage, with_password
 
     with quiet_optuna():
-        storage = open_storage(info.storage)
+        storage = open_storage(with_password(info.storage))
         names = [s.study_name for s in storage.get_all_studies()]
         name = info.study_name
         if name is None:
