@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -30,9 +31,19 @@ def _write_json(path: Path, data: Mapping[str, Any], mode: int = 0o644) -> Path:
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(dict(data), indent=2) + "\n")
+        f.write(json.dumps(dict(data), indent=2, allow_nan=False) + "\n")
     tmp.replace(path)
     return path
+
+
+def _finite_or_null(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(v) for v in value]
+    return value
 
 
 def _hydra_run_dir() -> Path | None:
@@ -115,8 +126,9 @@ class RunResult:
         return asdict(self)
 
     def write(self, run_dir: str | Path) -> Path:
-        """Write ``results.json`` (non-finite numbers as JSON's ``Infinity``/``NaN``, as Python reads them)."""
-        return _write_json(Path(run_dir) / RESULTS_FILE, self.to_dict())
+        """Write ``results.json``; a number that is not finite (a diverged run's value) is written as ``null``,
+        which every JSON reader takes (the status says why)."""
+        return _write_json(Path(run_dir) / RESULTS_FILE, _finite_or_null(self.to_dict()))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunResult:

@@ -22,13 +22,21 @@ def test_trial_context_round_trips_through_its_run_directory_readable_by_its_own
     assert TrialContext.current() is None  # outside Hydra
 
 
-def test_run_result_round_trips_and_keeps_non_finite_values(tmp_path):
+def test_run_result_is_strict_json_with_null_for_a_value_that_is_not_finite(tmp_path):
     result = RunResult("val/acc", -math.inf, "maximize", "diverged",
                        {"val/acc": {"final": 0.5, "best": 0.75, "best_step": 10, "direction": "maximize"}},
                        global_step=12, epochs=2, wall_seconds=1.5)
+    result.metrics["val/loss"] = {"final": math.nan, "best": 2.5, "best_step": 4, "direction": "minimize"}
     result.write(tmp_path)
-    assert json.loads((tmp_path / RESULTS_FILE).read_text(), parse_constant=str)["value"] == "-Infinity"
-    assert RunResult.read(tmp_path) == result
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"not JSON: {constant}")
+
+    written = json.loads((tmp_path / RESULTS_FILE).read_text(), parse_constant=refuse)
+    assert written["value"] is None and written["status"] == "diverged"
+    assert written["metrics"]["val/loss"] == {"final": None, "best": 2.5, "best_step": 4, "direction": "minimize"}
+    back = RunResult.read(tmp_path)
+    assert back.value is None and back.metrics["val/acc"] == result.metrics["val/acc"]
     assert RunResult.read(None) is None and RunResult.read(tmp_path / "none") is None
 
 

@@ -81,10 +81,11 @@ def check_config(cfg: DictConfig, trial: TrialContext | None = None) -> RunSetti
         _import_target(section, cfg[section])
     lr = check_optimizer(cfg.optimizer).lr  # the class's default when the config gives none
     rule = check_lr_scaling(cfg)
+    tune_settings = tune.check_tune(cfg)  # before the checkpoint: tune=lr_find and ckpt_path exclude each other
     checkpoint = check_checkpoint(cfg.get("ckpt_path"))
     return RunSettings(
         objective=str(cfg.objective.metric), direction=direction, reduce=reduce, lr=lr, lr_scaling=rule,
-        tune=tune.check_tune(cfg), console=console.settings(cfg, in_sweep=trial is not None), trial=trial,
+        tune=tune_settings, console=console.settings(cfg, in_sweep=trial is not None), trial=trial,
         resumed_run_id=tracking.previous_run_id(checkpoint),
     )
 

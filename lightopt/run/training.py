@@ -31,6 +31,8 @@ from lightopt.run.tracker import RunTracker
 
 log = logging.getLogger(__name__)
 
+LAST_CHECKPOINT = "last"  # checkpoints/last.ckpt: the run's latest state, to resume from
+
 
 @dataclass
 class BuiltRun:
@@ -131,6 +133,10 @@ def fit(built: BuiltRun) -> None:
             if settings.tune is not None:
                 module = _find_lr(built, module)
             trainer.fit(module, datamodule=built.datamodule, ckpt_path=cfg.get("ckpt_path"))
+            if cfg.checkpoint.get("enabled", True) and trainer.global_step > 0:
+                # the exact final state (a run stopped by max_steps or a pruner ends between epoch checkpoints);
+                # inside the block: under DDP every rank takes part, while the trial's ranks still run
+                trainer.save_checkpoint(built.out_dir / "checkpoints" / f"{LAST_CHECKPOINT}.ckpt")
     except ConfigError as err:
         raise err if built.found is None else tune.in_context(err, built.found) from None
     except Exception as err:  # noqa: BLE001 - recorded by conclude, then re-raised by run
@@ -172,7 +178,8 @@ def conclude(built: BuiltRun, seconds: float) -> RunResult:
         metrics=built.tracker.metrics_dict(), global_step=trainer.global_step, epochs=trainer.current_epoch,
         wall_seconds=round(seconds, 3), trial=None if settings.trial is None else settings.trial.number,
         lr=built.lr, lr_find=None if built.found is None else built.found.as_dict(),
-        best_checkpoint=next((c.best_model_path for c in trainer.checkpoint_callbacks if c.best_model_path), None),
+        best_checkpoint=next((c.best_model_path for c in trainer.checkpoint_callbacks
+                              if c.monitor is not None and c.best_model_path), None),
         error=None if built.failure is None else error_text(built.failure),
     )
     if trainer.is_global_zero:
@@ -243,7 +250,11 @@ def _callbacks(cfg: DictConfig, out_dir: Path, tracker: RunTracker, pruning: Opt
     if cfg.checkpoint.get("enabled", True):
         callbacks.append(ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best-epoch{epoch:03d}",
                                          auto_insert_metric_name=False, monitor=cfg.objective.metric, mode=mode,
-                                         save_top_k=1, save_last=True))
+                                         save_top_k=1))
+        # last.ckpt is the latest state after every epoch, whether or not the objective improved (Lightning's
+        # save_last follows the monitored checkpoint); the end of training writes it once more (fit)
+        callbacks.append(ModelCheckpoint(dirpath=out_dir / "checkpoints", filename=LAST_CHECKPOINT, monitor=None,
+                                         save_top_k=1, save_on_train_epoch_end=True, enable_version_counter=False))
     if cfg.early_stopping.get("enabled", False):
         callbacks.append(EarlyStopping(monitor=cfg.objective.metric, mode=mode, patience=cfg.early_stopping.patience,
                                        min_delta=cfg.early_stopping.min_delta))

@@ -329,6 +329,10 @@ class SweepLoop:
         log.info("%d trials in study %s: %s; outputs in %s", len(trials), self.study_name,
                  state_counts(trial_rows(trials)), self.sweep_dir)
         print_summary(self.study, trials, self.space.names, self.objectives)
+        failed = sum(t.state == TrialState.FAIL for t in trials)
+        if failed and not running and not any(t.state == TrialState.COMPLETE for t in trials):
+            raise SweepStopped(f"sweep ended with no completed trial ({failed} failed); the sweep looks broken. "
+                               f"Last error: {self.last_error}. Outputs in {self.sweep_dir}", EXIT_SWEEP_FAILED)
         return returns
 
     def report(self) -> None:

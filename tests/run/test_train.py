@@ -117,7 +117,8 @@ def test_divergence_is_a_status_not_a_crash(tmp_path):
     value = run(cfg, tmp_path)
     res = read_results(tmp_path)
     assert res["status"] == "diverged"
-    assert value == -math.inf and res["value"] == -math.inf
+    assert value == -math.inf  # the worst value for the direction, for the caller
+    assert res["value"] is None  # strict JSON: no -Infinity; the status says why
     assert res["global_step"] < 10  # stopped early
 
 
@@ -220,3 +221,16 @@ def test_lr_scale_factor_counts_every_process_and_accumulated_batch():
     assert lr_scale_factor("linear", 64, 2, 1, 64) == 2.0
     assert lr_scale_factor("sqrt", 32, 2, 2, 32) == pytest.approx(2.0)
     assert lr_scale_factor("none", 8, 4, 4, 64) == 1.0
+
+
+def test_last_checkpoint_is_the_final_state_even_when_the_objective_stopped_improving(tmp_path):
+    import torch
+
+    # an lr too small to change accuracy: the best checkpoint stays at the first validation
+    cfg = compose_cfg(*QUICK, "trainer.max_epochs=3", "optimizer=sgd", "optimizer.lr=1.0e-9", "schedule=constant")
+    run(cfg, tmp_path)
+    res = read_results(tmp_path)
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["global_step"] == res["global_step"] == 15
+    assert res["best_checkpoint"].endswith("best-epoch000.ckpt")  # the monitored one, not last.ckpt
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["best-epoch000.ckpt", "last.ckpt"]

@@ -531,3 +531,11 @@ def test_processes_starting_together_on_a_fresh_postgres_database_all_open_it():
         with admin.begin() as conn:
             conn.execute(sqlalchemy.text(f"DROP SCHEMA {schema} CASCADE"))
         admin.dispose()
+
+
+def test_a_sweep_whose_every_trial_failed_exits_1_even_below_the_failure_minimum(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:  # 2 trials: fewer than failure_rate_min_trials (3)
+        sweep_in_process(tmp_path, out_of_memory, "hydra.sweeper.n_trials=2", LR)
+    assert exit_.value.code == 1
+    assert "sweep ended with no completed trial (2 failed)" in capsys.readouterr().err
+    assert [r["state"] for r in rows(tmp_path)] == ["FAIL", "FAIL"]
