@@ -173,13 +173,14 @@ def log_config(loggers: Iterable[Any], config: Mapping[str, Any]) -> None:
         logger.log_hyperparams(clean)
 
 
-def finish(loggers: Iterable[Any], summary: Mapping[str, Any]) -> None:
-    """Put the run's outcome (objective, status, ...) into W&B's summary and close the W&B run."""
+def finish(loggers: Iterable[Any], summary: Mapping[str, Any], exit_code: int = 0) -> None:
+    """Put the run's outcome (objective, status, ...) into W&B's summary and close the W&B run; a non-zero
+    ``exit_code`` (an interrupted run) marks it as not finished."""
     for logger in loggers:
         if is_wandb(logger):
             run = logger.experiment
             run.summary.update({k: v for k, v in summary.items() if v is not None})
-            run.finish()
+            run.finish(exit_code=exit_code)
 
 
 def previous_run_id(checkpoint: Mapping[str, Any] | None) -> str | None:

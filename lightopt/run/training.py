@@ -32,6 +32,7 @@ from lightopt.run.tracker import RunTracker
 log = logging.getLogger(__name__)
 
 LAST_CHECKPOINT = "last"  # checkpoints/last.ckpt: the run's latest state, to resume from
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143  # exit codes of a run stopped by Ctrl-C / SIGTERM (128 + the signal)
 
 
 @dataclass
@@ -133,14 +134,20 @@ def fit(built: BuiltRun) -> None:
             if settings.tune is not None:
                 module = _find_lr(built, module)
             trainer.fit(module, datamodule=built.datamodule, ckpt_path=cfg.get("ckpt_path"))
-            if cfg.checkpoint.get("enabled", True) and trainer.global_step > 0:
-                # the exact final state (a run stopped by max_steps or a pruner ends between epoch checkpoints);
-                # inside the block: under DDP every rank takes part, while the trial's ranks still run
-                trainer.save_checkpoint(built.out_dir / "checkpoints" / f"{LAST_CHECKPOINT}.ckpt")
+            # the exact final state (a run stopped by max_steps or a pruner ends between epoch checkpoints);
+            # inside the block: under DDP every rank takes part, while the trial's ranks still run
+            _save_last(built)
     except ConfigError as err:
         raise err if built.found is None else tune.in_context(err, built.found) from None
     except Exception as err:  # noqa: BLE001 - recorded by conclude, then re-raised by run
         built.status, built.failure = "failed", err
+        return
+    except (KeyboardInterrupt, SystemExit) as err:
+        code = _interruption_exit_code(trainer, err)
+        if code is None:  # a task's own sys.exit: not ours to judge
+            raise
+        built.status, built.failure = "interrupted", SystemExit(code)
+        _save_last(built)  # resumable at the step it reached
         return
     if module.diverged or built.tracker.nonfinite_objective:
         built.status = "diverged"
@@ -148,6 +155,28 @@ def fit(built: BuiltRun) -> None:
         built.status = "interrupted"
     elif built.pruning is not None and built.pruning.pruned:
         built.status = "pruned"
+
+
+def _interruption_exit_code(trainer: L.Trainer, err: BaseException) -> int | None:
+    """143 for SIGTERM, 130 for Ctrl-C (Lightning turns both into a SystemExit), None for anything else."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    if isinstance(err, SIGTERMException) or trainer.received_sigterm:
+        return EXIT_SIGTERM
+    if isinstance(err, KeyboardInterrupt) or isinstance(err.__context__, KeyboardInterrupt):
+        return EXIT_SIGINT
+    return None
+
+
+def _save_last(built: BuiltRun) -> None:
+    """``checkpoints/last.ckpt`` at the trainer's current step (nothing to save before the first step)."""
+    if not built.cfg.checkpoint.get("enabled", True) or built.trainer.global_step == 0:
+        return
+    path = built.out_dir / "checkpoints" / f"{LAST_CHECKPOINT}.ckpt"
+    try:
+        built.trainer.save_checkpoint(path)
+    except Exception as err:  # noqa: BLE001 - the run's outcome is still recorded; say what is missing
+        log.warning("could not write %s: %s", path, error_text(err))
 
 
 def _find_lr(built: BuiltRun, module: LitModel) -> LitModel:
@@ -187,8 +216,12 @@ def conclude(built: BuiltRun, seconds: float) -> RunResult:
         log.info("%s = %s (%s); results in %s", settings.objective, value, status, path)
         if settings.console.summary:
             console.show_results(result.to_dict(), built.out_dir)
+        exit_code = built.failure.code if isinstance(built.failure, SystemExit) else 0
+        if status == "interrupted":
+            last = built.out_dir / "checkpoints" / f"{LAST_CHECKPOINT}.ckpt"
+            log.info("interrupted at step %d; resume with: ckpt_path=%s", trainer.global_step, last)
         tracking.finish(built.loggers, {"objective": settings.objective, "objective_value": value,
-                                        "status": status, "global_step": trainer.global_step})
+                                        "status": status, "global_step": trainer.global_step}, exit_code=exit_code)
     else:  # the other DDP ranks write nothing but their log line, by which they can be checked
         log.info("rank %d: %s = %s (%s) at step %d, last lr %s", trainer.global_rank, settings.objective, value,
                  status, trainer.global_step, built.module.last_lr if built.module is not None else None)

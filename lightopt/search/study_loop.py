@@ -35,7 +35,8 @@ from lightopt.storage import hide_password
 log = logging.getLogger(__name__)
 
 EXIT_SWEEP_FAILED = 1
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # Ctrl-C
+EXIT_SIGTERM = 143  # what SLURM and Kubernetes send before they kill
 
 
 class SweepStopped(Exception):
@@ -94,6 +95,7 @@ class SweepLoop:
         self.objectives, self.sweep_dir, self.storage_url = plan.objectives, plan.sweep_dir, plan.storage_url
         self.study_name, self.grid_points, self.cfg = plan.study_name, plan.grid_points, plan.cfg
         self.interrupted = False
+        self.signal_name: str | None = None  # SIGINT or SIGTERM, once one stopped the sweep
         self.sampler_ready = False
         self.exhausted = False
         self.numeric_keys = {p.key for p in plan.space.params if p.texts is None}
@@ -351,32 +353,38 @@ class SweepLoop:
 
     @contextlib.contextmanager
     def _sigint_flag(self) -> Iterator[None]:
-        """Note Ctrl-C before it turns into KeyboardInterrupt (Lightning turns that into SystemExit(1))."""
+        """Note Ctrl-C or SIGTERM before it turns into KeyboardInterrupt (Lightning turns that into SystemExit(1));
+        the sweep then exits 130 or 143. Lightning keeps this handler under its own SIGTERM handler in a run."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
-        previous = signal.getsignal(signal.SIGINT)
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
 
-        def on_sigint(signum: int, frame: Any) -> None:
-            self.interrupted = True
+        def on_signal(signum: int, frame: Any) -> None:
+            self.interrupted, self.signal_name = True, signal.Signals(signum).name
             raise KeyboardInterrupt
 
-        signal.signal(signal.SIGINT, on_sigint)
+        for s in previous:
+            signal.signal(s, on_signal)
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for s, handler in previous.items():
+                signal.signal(s, handler)
 
     def _stop(self, batch: list[Pending], err: BaseException) -> None:
         """The sweep was interrupted: tell every trial of the batch, keep what finished, write the outputs."""
         if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the bookkeeping short
+            for s in (signal.SIGINT, signal.SIGTERM):  # a second signal must not cut the bookkeeping short
+                signal.signal(s, signal.SIG_IGN)
         interrupted = self.interrupted or isinstance(err, KeyboardInterrupt)
-        why = "interrupted (Ctrl-C)" if interrupted else f"sweep stopped by {error_text(err)}"
+        sigterm = self.signal_name == "SIGTERM"
+        why = ("interrupted (SIGTERM)" if sigterm else "interrupted (Ctrl-C)") if interrupted else (
+            f"sweep stopped by {error_text(err)}")
         self._tell_unfinished(batch, why, "interrupted")
         if interrupted:
             raise SweepStopped(f"sweep {why}: finished trials are kept in {self.sweep_dir}; run the same command "
-                               "again to resume", EXIT_INTERRUPTED) from None
+                               "again to resume", EXIT_SIGTERM if sigterm else EXIT_INTERRUPTED) from None
         raise err
 
 

@@ -539,3 +539,16 @@ def test_a_sweep_whose_every_trial_failed_exits_1_even_below_the_failure_minimum
     assert exit_.value.code == 1
     assert "sweep ended with no completed trial (2 failed)" in capsys.readouterr().err
     assert [r["state"] for r in rows(tmp_path)] == ["FAIL", "FAIL"]
+
+
+def test_sigterm_stops_a_sweep_like_ctrl_c_with_exit_143(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    proc = start(tmp_path, *QUICK, "trainer.max_epochs=100", f"hydra.sweep.dir={sweep_dir}", "hydra.sweeper.n_trials=4",
+                 LR)
+    wait_for(sweep_dir / "0" / "checkpoints" / "last.ckpt", proc)  # trial 0 is training (written every epoch)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 143
+    table = rows(sweep_dir)
+    assert [(r["state"], r["status"]) for r in table] == [("FAIL", "interrupted")]
+    assert json.loads((sweep_dir / "0" / "results.json").read_text())["status"] == "interrupted"
+    assert load_study(sweep_dir).trials[0].user_attrs["error"] == "interrupted (SIGTERM)"

@@ -1,0 +1,56 @@
+"""A single run stopped by Ctrl-C or SIGTERM (what SLURM and Kubernetes send) is recorded, resumable, non-zero."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.helpers import QUICK, ROOT, run_cli
+
+LONG = [*QUICK, "trainer.max_epochs=200"]  # far longer than the test waits
+
+
+def start(tmp_path: Path, run_dir: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "0"}
+    log = open(tmp_path / "run.log", "w")  # noqa: SIM115 - the process owns it until it ends
+    return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args, f"hydra.run.dir={run_dir}"],
+                            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, f"the run ended before {path} appeared"
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupted_run_records_itself_and_resumes(tmp_path, signum, code):
+    run_dir = tmp_path / "run"
+    proc = start(tmp_path, run_dir, *LONG)
+    wait_for(run_dir / "checkpoints" / "last.ckpt", proc)  # written after every epoch
+    time.sleep(1.0)
+    proc.send_signal(signum)
+    assert proc.wait(timeout=120) == code, (tmp_path / "run.log").read_text()[-3000:]
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "interrupted"
+    assert 5 <= results["global_step"] < 1000
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["global_step"] == results["global_step"]  # saved at the step it reached
+    assert "resume with: ckpt_path=" in (tmp_path / "run.log").read_text()
+
+    epochs = results["global_step"] // 5 + 2  # a little further than it got
+    resumed = run_cli(*QUICK, f"trainer.max_epochs={epochs}", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
+                      f"hydra.run.dir={tmp_path / 'resumed'}", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    done = json.loads((tmp_path / "resumed" / "results.json").read_text())
+    assert done["status"] == "completed" and done["global_step"] == 5 * epochs
