@@ -10,6 +10,7 @@ trials' heartbeat live with the sweeper (:mod:`lightopt.search.locks`).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import importlib.util
 import os
@@ -132,12 +133,23 @@ def open_storage(url: str, heartbeat_interval: int | None = None,
 
 @contextlib.contextmanager
 def _schema_lock(url: str) -> Iterator[None]:
-    """On PostgreSQL, one process at a time opens the storage.
+    """One process at a time opens a PostgreSQL or SQLite storage.
 
     Opening creates Optuna's tables when they are missing; sweep workers started together on a fresh
-    database would otherwise collide in ``CREATE TABLE`` and all but one fail. A session-level advisory
-    lock, released when the connection closes (or its process dies), serializes that step.
+    database would otherwise collide in ``CREATE TABLE`` (or the ``alembic_version`` insert) and all but one
+    fail. PostgreSQL: a session-level advisory lock, released when the connection closes or its process dies.
+    SQLite: a POSIX lock on byte 2 of ``<db>.lock`` (the sweep's study lock holds bytes 0 and 1), released
+    when the process closes the file or dies.
     """
+    path = sqlite_path(url)
+    if path is not None:
+        fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX, 1, 2)
+            yield
+        finally:
+            os.close(fd)
+        return
     if not url.startswith("postgresql"):
         yield
         return

@@ -254,6 +254,7 @@ class OptunaSweeper(Sweeper):
         lock = StudyLock.for_storage(storage_url, storage, study_name)
         try:
             study = self._open_study(storage, study_name, directions, pruner, lock)
+            _check_run_dirs_known(sweep_dir, study, hide_password(storage_url))
             log.info("study %s in %s: %d of %d trials exist; sampler %s, pruner %s, %d at a time",
                      study_name, hide_password(storage_url), len(study.get_trials(deepcopy=False)), n_trials,
                      (self._get("sampler") or {}).get("_target_"), type(pruner).__name__, self.cfg.get("n_jobs", 1))
@@ -361,3 +362,20 @@ class OptunaSweeper(Sweeper):
             log.warning("%s: %s does not take %s; ignored (left over from the selected config group? choose the "
                         "group, e.g. %s=random, instead of replacing _target_)", where, node["_target_"],
                         ", ".join(unknown), where.replace("hydra.sweeper.", "hydra/sweeper/"))
+
+
+def _check_run_dirs_known(sweep_dir: Path, study: optuna.Study, storage_shown: str) -> None:
+    """Refuse a sweep directory holding trial run directories its study does not know.
+
+    Trial numbers name the run directories: a replaced, emptied or damaged database would start again at
+    trial 0, dropping the earlier trials from the outputs and running new ones into their directories.
+    """
+    known = {t.number for t in study.get_trials(deepcopy=False)}
+    unknown = sorted(int(p.name) for p in sweep_dir.iterdir() if p.name.isdigit() and p.is_dir()
+                     and int(p.name) not in known and (p / ".hydra").is_dir())
+    if unknown:
+        shown = ", ".join(map(str, unknown[:10])) + (", ..." if len(unknown) > 10 else "")
+        raise ConfigError("hydra.sweep.dir", str(sweep_dir), "a new directory to start a fresh sweep, or the "
+                          "storage that holds this directory's trials (hydra.sweeper.storage)",
+                          f"it holds the run directories of trials {shown}, which study {study.study_name} in "
+                          f"{storage_shown} does not know (was its database replaced or emptied?)")

@@ -552,3 +552,17 @@ def test_sigterm_stops_a_sweep_like_ctrl_c_with_exit_143(tmp_path):
     assert [(r["state"], r["status"]) for r in table] == [("FAIL", "interrupted")]
     assert json.loads((sweep_dir / "0" / "results.json").read_text())["status"] == "interrupted"
     assert load_study(sweep_dir).trials[0].user_attrs["error"] == "interrupted (SIGTERM)"
+
+
+def test_a_sweep_directory_whose_database_was_emptied_is_refused_and_left_as_it_is(tmp_path, capsys):
+    sweep_in_process(tmp_path, bowl, "hydra.sweeper.n_trials=2", LR)
+    table = (tmp_path / "trials.csv").read_text()
+    (tmp_path / "optuna.db").write_bytes(b"")  # a 0-byte database: Optuna would make a fresh study of it
+    with pytest.raises(SystemExit) as exit_:
+        sweep_in_process(tmp_path, bowl, "hydra.sweeper.n_trials=3", LR)
+    assert exit_.value.code == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith(f"lightopt: config error: hydra.sweep.dir='{tmp_path}'")
+    assert "run directories of trials 0, 1" in line and "a new directory" in line
+    assert (tmp_path / "trials.csv").read_text() == table  # the earlier outputs are untouched
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.isdigit()) == ["0", "1"]
