@@ -294,7 +294,7 @@ def _instantiate(spec: OptimizerSpec, groups: list[dict[str, Any]]) -> torch.opt
         cause = e.__cause__ if e.__cause__ is not None else e
         if isinstance(cause, ConfigError):
             raise cause from e
-        if not isinstance(cause, (ValueError, TypeError, RuntimeError)):
+        if not isinstance(cause, (ValueError, TypeError, RuntimeError, IndexError)):
             raise
         raise ConfigError("optimizer", spec.target, f"values {spec.cls.__name__} accepts", str(cause)) from e
 

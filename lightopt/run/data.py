@@ -14,11 +14,14 @@ A user's own ``LightningDataModule`` works too (``data._target_``); it may expos
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Iterator
 
 import lightning as L
 import torch
 from torch import Tensor
+
+from lightopt.checks import integer, number
 
 
 class TensorBatches:
@@ -105,14 +108,16 @@ class _InMemoryDataModule(L.LightningDataModule):
     #: drop the last, smaller training batch of an epoch (every step then has the same shape)
     drop_last_train: bool = False
 
-    def __init__(self, batch_size: int, val_fraction: float, split_seed: int, seed: int) -> None:
+    def __init__(self, batch_size: int, val_fraction: float, split_seed: int, seed: int | None) -> None:
         super().__init__()
-        if not 0.0 < val_fraction < 1.0:
-            raise ValueError(f"data.val_fraction must be in (0, 1), got {val_fraction}")
-        self.batch_size = batch_size
-        self.val_fraction = val_fraction
-        self.split_seed = split_seed
-        self.seed = seed
+        self.batch_size = integer("data.batch_size", batch_size, "an integer >= 1 (samples per device and step)",
+                                  low=1)
+        self.val_fraction = number("data.val_fraction", val_fraction, "a fraction in (0, 1)", low=0.0, high=1.0,
+                                   low_open=True, high_open=True)
+        self.split_seed = integer("data.split_seed", split_seed, "an integer >= 0", low=0)
+        # seed: null (no seeding) still needs an order per epoch: a fresh random one
+        self.seed = random.SystemRandom().randrange(2**31) if seed is None else integer(
+            "data.seed", seed, "an integer >= 0, or null", low=0)
         self._splits: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
 
     def _make(self) -> tuple[Tensor, Tensor]:

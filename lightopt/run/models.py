@@ -16,6 +16,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from lightopt.checks import integer, number, one_of
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
     "gelu": nn.GELU,
@@ -28,12 +30,11 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 
 def make_activation(name: str) -> nn.Module:
     """An activation module by name (one of :data:`ACTIVATIONS`)."""
-    try:
-        return ACTIVATIONS[name]()
-    except KeyError:
-        raise ValueError(
-            f"model.activation={name!r}: unknown activation; allowed: {', '.join(ACTIVATIONS)}"
-        ) from None
+    return ACTIVATIONS[one_of("model.activation", name, tuple(ACTIVATIONS))]()
+
+
+def _dropout(value: float) -> float:
+    return number("model.dropout", value, "a probability in [0, 1)", low=0.0, high=1.0, high_open=True)
 
 
 class MLP(nn.Sequential):
@@ -49,6 +50,9 @@ class MLP(nn.Sequential):
         dropout: float = 0.0,
         norm: bool = False,
     ) -> None:
+        integer("model.layers", layers, "an integer >= 0 (hidden layers)", low=0)
+        integer("model.width", width, "an integer >= 1 (units per hidden layer)", low=1)
+        dropout = _dropout(dropout)
         blocks: list[nn.Module] = []
         d = in_features
         for _ in range(layers):
@@ -94,6 +98,9 @@ class CNN(nn.Module):
                 f"{in_features} features; allowed: a [channels, height, width] whose product is {in_features}"
             )
         self.image_shape = (c, h, w)
+        for out in channels:
+            integer("model.channels", out, "a list of integers >= 1 (output channels per conv block)", low=1)
+        dropout = _dropout(dropout)
         blocks: list[nn.Module] = []
         for i, out in enumerate(channels):
             blocks += [

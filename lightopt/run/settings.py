@@ -12,7 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from lightopt.checks import integer, one_of
+from lightopt.checks import integer, number, one_of
 from lightopt.contract import TrialContext
 from lightopt.core.optimizers import check_optimizer
 from lightopt.errors import ConfigError
@@ -79,6 +79,8 @@ def check_config(cfg: DictConfig, trial: TrialContext | None = None) -> RunSetti
         integer("seed", seed, "a non-negative integer, or null for no seeding", low=0)
     for section in ("data", "model", "loss", "trainer"):
         _import_target(section, cfg[section])
+    check_trainer(cfg.trainer)
+    check_early_stopping(cfg.get("early_stopping") or {})
     lr = check_optimizer(cfg.optimizer).lr  # the class's default when the config gives none
     rule = check_lr_scaling(cfg)
     tune_settings = tune.check_tune(cfg)  # before the checkpoint: tune=lr_find and ckpt_path exclude each other
@@ -112,6 +114,49 @@ def check_checkpoint(path: Any) -> dict[str, Any] | None:
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise ConfigError("ckpt_path", str(path), allowed, "it holds no state_dict: not a Lightning checkpoint")
     return checkpoint
+
+
+def _limit(key: str, value: Any, what: str, low: int) -> None:
+    """A step or epoch limit: an integer >= ``low``, -1 for none, or null."""
+    if value is None or value == -1 and not isinstance(value, bool):
+        return
+    integer(f"trainer.{key}", value, f"an integer >= {low} ({what}), -1 for no limit, or null", low=low)
+
+
+def _share(key: str, value: Any, what: str) -> None:
+    """A batch limit: an integer number of batches >= 1, a share in (0, 1], or null."""
+    allowed = f"an integer >= 1 ({what}), a share of them in (0, 1], or null"
+    if value is None:
+        return
+    if isinstance(value, float):
+        number(f"trainer.{key}", value, allowed, low=0.0, high=1.0, low_open=True)
+    else:
+        integer(f"trainer.{key}", value, allowed, low=1)
+
+
+def check_trainer(trainer: Any) -> None:
+    """The ``trainer`` keys whose bad values Lightning would take silently or reject only mid-training."""
+    _limit("max_epochs", trainer.get("max_epochs"), "passes over the training data", 1)
+    _limit("max_steps", trainer.get("max_steps"), "optimizer steps", 1)
+    _share("limit_train_batches", trainer.get("limit_train_batches"), "training batches per epoch")
+    for key, what in (("accumulate_grad_batches", "batches per optimizer step"),
+                      ("log_every_n_steps", "optimizer steps between writes of the train metrics")):
+        if key in trainer:
+            integer(f"trainer.{key}", trainer.get(key), f"an integer >= 1 ({what})", low=1)
+    if trainer.get("check_val_every_n_epoch") is not None:
+        integer("trainer.check_val_every_n_epoch", trainer.check_val_every_n_epoch, "an integer >= 1, or null",
+                low=1)
+    if trainer.get("gradient_clip_val") is not None:
+        number("trainer.gradient_clip_val", trainer.gradient_clip_val, "a gradient norm >= 0, or null (no clipping)",
+               low=0.0)
+
+
+def check_early_stopping(section: Any) -> None:
+    if "patience" in section:
+        integer("early_stopping.patience", section.get("patience"), "an integer >= 0 (validations)", low=0)
+    if "min_delta" in section:
+        number("early_stopping.min_delta", section.get("min_delta"), "a number >= 0 (in the metric's units)",
+               low=0.0)
 
 
 def lr_scale_factor(rule: str, batch_size: int, world_size: int, accumulate: int, base_batch_size: int) -> float:

@@ -14,8 +14,10 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
 from lightopt.contract import RESULTS_FILE, RunResult, TrialContext
@@ -94,9 +96,9 @@ def build(cfg: DictConfig, settings: RunSettings, out_dir: Path) -> BuiltRun:
     """Seed, then build data, model, loss, callbacks, loggers and trainer, and scale the lr for the global batch."""
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = instantiate(cfg.data)
+    datamodule = configured("data", cfg.data)
     model = build_model(cfg, datamodule)
-    loss = instantiate(cfg.loss)
+    loss = configured("loss", cfg.loss)
     tracker = RunTracker(settings.objective, settings.direction, required=required_metrics(cfg))
     pruning = None
     if settings.trial is not None:
@@ -116,7 +118,13 @@ def build(cfg: DictConfig, settings: RunSettings, out_dir: Path) -> BuiltRun:
         trainer_kwargs["enable_checkpointing"] = False
     trainer_cfg = speed.configure(cfg.trainer, model)  # precision: auto, tf32, compile (lightopt/run/speed.py)
     # partial: Hydra would try to turn the callback objects into config nodes
-    trainer: L.Trainer = instantiate(trainer_cfg, _partial_=True)(**trainer_kwargs)
+    trainer: L.Trainer = configured("trainer", trainer_cfg, _partial_=True)
+    try:
+        trainer = trainer(**trainer_kwargs)
+    except (ValueError, TypeError, MisconfigurationException) as err:  # e.g. precision=bogus, no GPU for gpu
+        shown = {k: trainer_cfg[k] for k in ("accelerator", "devices", "strategy", "precision") if k in trainer_cfg}
+        raise ConfigError("trainer", shown, "settings lightning.Trainer accepts on this machine",
+                          str(err).strip().splitlines()[0]) from None
     # after the trainer: the global batch needs its resolved device count and gradient accumulation
     optimizer_cfg, lr = _scaled_optimizer_cfg(cfg, settings, trainer)
     return BuiltRun(cfg, settings, out_dir, datamodule, model, loss, _task(datamodule, loss), tracker, pruning,
@@ -246,10 +254,26 @@ def build_model(cfg: DictConfig, datamodule: L.LightningDataModule) -> torch.nn.
                 raise ConfigError(f"model.{key}", None,
                                   f"a number, or a data module with a `{attr}` attribute to take it from")
             filled[key] = value
-    model = instantiate(cfg.model, **filled)
+    model = configured("model", cfg.model, **filled)
     if callable(getattr(model, "check_data", None)):  # e.g. GPT: data vocab/block sizes fit the model
         model.check_data(datamodule)
     return model
+
+
+def configured(key: str, section: DictConfig, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate(section)``, a value its target refuses reported as a :class:`ConfigError` of ``key``
+    (one line with the target's own reason) instead of Hydra's "Error in call to target" traceback."""
+    try:
+        return instantiate(section, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__ if err.__cause__ is not None else err
+        if isinstance(cause, ConfigError):
+            raise cause from None
+        if not isinstance(cause, (ValueError, TypeError, KeyError, IndexError, RuntimeError)):
+            raise
+        reason = (f"{type(cause).__name__}: {cause}" if str(cause).strip() else type(cause).__name__).splitlines()[0]
+        raise ConfigError(key, section.get("_target_"), f"arguments {section.get('_target_')} accepts",
+                          reason) from None
 
 
 def _task(datamodule: L.LightningDataModule, loss: torch.nn.Module) -> str:

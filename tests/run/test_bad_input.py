@@ -1,0 +1,55 @@
+"""Every bad value stops a run before training with one ConfigError naming the key, the value and what is allowed."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lightopt.errors import ConfigError
+from lightopt.run.training import run
+from tests.helpers import QUICK, compose_cfg, run_cli
+
+BAD = [
+    ("data.batch_size=0", "data.batch_size=0", "an integer >= 1"),
+    ("data.batch_size=-5", "data.batch_size=-5", "an integer >= 1"),
+    ("data.batch_size=32.5", "data.batch_size=32.5", "an integer >= 1"),
+    ("data.val_fraction=0", "data.val_fraction=0", "a fraction in (0, 1)"),
+    ("data.val_fraction=1.5", "data.val_fraction=1.5", "a fraction in (0, 1)"),
+    ("trainer.max_epochs=0", "trainer.max_epochs=0", "an integer >= 1"),
+    ("trainer.max_epochs=-5", "trainer.max_epochs=-5", "-1 for no limit"),
+    ("trainer.max_epochs=abc", "trainer.max_epochs='abc'", "an integer >= 1"),
+    ("trainer.max_steps=0", "trainer.max_steps=0", "optimizer steps"),
+    ("trainer.limit_train_batches=0", "trainer.limit_train_batches=0", "a share of them in (0, 1]"),
+    ("trainer.accumulate_grad_batches=0", "trainer.accumulate_grad_batches=0", "batches per optimizer step"),
+    ("trainer.log_every_n_steps=0", "trainer.log_every_n_steps=0", "an integer >= 1"),
+    ("trainer.gradient_clip_val=-1", "trainer.gradient_clip_val=-1", "a gradient norm >= 0"),
+    ("trainer.precision=bogus", "trainer={", "'precision': 'bogus'"),
+    ("model.width=0", "model.width=0", "an integer >= 1"),
+    ("model.width=-3", "model.width=-3", "an integer >= 1"),
+    ("model.layers=-1", "model.layers=-1", "an integer >= 0"),
+    ("model.dropout=1.5", "model.dropout=1.5", "a probability in [0, 1)"),
+    ("model.activation=foo", "model.activation='foo'", "relu | gelu"),
+    ("optimizer.betas=[0.9]", "optimizer='torch.optim.Adam'", "values Adam accepts"),
+    ("early_stopping.patience=-1", "early_stopping.patience=-1", "an integer >= 0"),
+]
+
+
+@pytest.mark.parametrize("override,key,allowed", BAD, ids=[b[0] for b in BAD])
+def test_bad_value_is_refused_before_training(tmp_path, override, key, allowed):
+    with pytest.raises(ConfigError) as err:
+        run(compose_cfg(*QUICK, override), tmp_path)
+    assert str(err.value).startswith(key) and allowed in str(err.value), str(err.value)
+    assert not (tmp_path / "results.json").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_a_gpu_trainer_without_a_gpu_is_one_line_and_exit_2(tmp_path):
+    proc = run_cli(*QUICK, "trainer.accelerator=gpu", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert proc.returncode == 2
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("lightopt: config error: trainer={'accelerator': 'gpu'") and "gpu" in line, line
+
+
+def test_seed_null_means_no_seeding_and_trains(tmp_path):
+    value = run(compose_cfg(*QUICK, "seed=null"), tmp_path)
+    assert 0.0 <= value <= 1.0
