@@ -56,7 +56,7 @@ def test_run_directory_and_earlier_results_are_never_clobbered(tmp_path):
     before = (run_dir / "results.json").read_text()
     again = run_cli(*QUICK, f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert again.returncode == CONFIG_ERROR
-    assert "refusing to overwrite" in again.stderr
+    assert "it holds an earlier run" in again.stderr  # refused before Hydra wrote anything
     assert (run_dir / "results.json").read_text() == before
 
 
