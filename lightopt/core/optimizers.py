@@ -239,6 +239,21 @@ def _check_keys(cfg: Mapping[str, Any], cls: type, accepted: list[str], var_kw: 
             )
 
 
+def _check_decay_rates(cfg: Mapping[str, Any]) -> None:
+    """Momentum and moment decay rates must lie in [0, 1): torch refuses some values late, a momentum >= 1 never
+    (the velocity would then grow without bound)."""
+    if cfg.get("momentum") is not None:
+        number("optimizer.momentum", cfg["momentum"], "a number in [0, 1)", low=0.0, high=1.0, high_open=True)
+    if cfg.get("dampening") is not None:
+        number("optimizer.dampening", cfg["dampening"], "a number in [0, 1]", low=0.0, high=1.0)
+    betas = cfg.get("betas")
+    if betas is not None:
+        if not isinstance(betas, (list, tuple)) or not betas:
+            raise ConfigError("optimizer.betas", betas, "a list of decay rates, e.g. [0.9, 0.999], each in [0, 1)")
+        for i, beta in enumerate(betas):
+            number(f"optimizer.betas[{i}]", beta, "a number in [0, 1)", low=0.0, high=1.0, high_open=True)
+
+
 def check_optimizer(cfg: Mapping | OptimizerSpec) -> OptimizerSpec:
     """Check the ``optimizer`` config section ``cfg`` without building anything; an :class:`OptimizerSpec`.
 
@@ -266,6 +281,7 @@ def check_optimizer(cfg: Mapping | OptimizerSpec) -> OptimizerSpec:
     if "lr" not in cfg and lr is None:
         raise ConfigError("optimizer.lr", None, "a number > 0", "missing")
     lr = number("optimizer.lr", lr, "a number > 0", low=0.0, low_open=True)
+    _check_decay_rates(cfg)
     kwargs = {k: v for k, v in cfg.items() if k not in _HYDRA_KEYS}
     if "lr" in accepted or var_kw:
         kwargs["lr"] = lr

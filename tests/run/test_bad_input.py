@@ -10,6 +10,7 @@ from lightopt.run.training import run
 from tests.helpers import QUICK, compose_cfg, run_cli
 
 BAD = [
+    ("optimizer.betas=[0.9]", "optimizer='torch.optim.Adam'", "values Adam accepts"),
     ("data.batch_size=0", "data.batch_size=0", "an integer >= 1"),
     ("data.batch_size=-5", "data.batch_size=-5", "an integer >= 1"),
     ("data.batch_size=32.5", "data.batch_size=32.5", "an integer >= 1"),
@@ -29,7 +30,8 @@ BAD = [
     ("model.layers=-1", "model.layers=-1", "an integer >= 0"),
     ("model.dropout=1.5", "model.dropout=1.5", "a probability in [0, 1)"),
     ("model.activation=foo", "model.activation='foo'", "relu | gelu"),
-    ("optimizer.betas=[0.9]", "optimizer='torch.optim.Adam'", "values Adam accepts"),
+    ("optimizer.betas=[0.9,1.5]", "optimizer.betas[1]=1.5", "a number in [0, 1)"),
+    ("optimizer=momentum optimizer.momentum=1.5", "optimizer.momentum=1.5", "a number in [0, 1)"),
     ("early_stopping.patience=-1", "early_stopping.patience=-1", "an integer >= 0"),
 ]
 
@@ -37,7 +39,7 @@ BAD = [
 @pytest.mark.parametrize("override,key,allowed", BAD, ids=[b[0] for b in BAD])
 def test_bad_value_is_refused_before_training(tmp_path, override, key, allowed):
     with pytest.raises(ConfigError) as err:
-        run(compose_cfg(*QUICK, override), tmp_path)
+        run(compose_cfg(*QUICK, *override.split()), tmp_path)
     assert str(err.value).startswith(key) and allowed in str(err.value), str(err.value)
     assert not (tmp_path / "results.json").exists()
 
