@@ -8,6 +8,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -108,3 +109,11 @@ def two_objectives(cfg) -> float:
 
 def out_of_memory(cfg) -> float:
     raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, f"the process ended before {path} appeared"
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.05)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import QUICK, ROOT, run_cli
+from tests.helpers import QUICK, ROOT, run_cli, wait_for
 
 LONG = [*QUICK, "trainer.max_epochs=200"]  # far longer than the test waits
 
@@ -23,14 +23,6 @@ def start(tmp_path: Path, run_dir: Path, *args: str) -> subprocess.Popen:
     log = open(tmp_path / "run.log", "w")  # noqa: SIM115 - the process owns it until it ends
     return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args, f"hydra.run.dir={run_dir}"],
                             cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
-
-
-def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert proc.poll() is None, f"the run ended before {path} appeared"
-        assert time.monotonic() < deadline, f"{path} did not appear"
-        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])

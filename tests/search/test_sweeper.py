@@ -40,6 +40,7 @@ from tests.helpers import (
     sweep_in_process,
     task_overrides,
     two_objectives,
+    wait_for,
 )
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -391,14 +392,6 @@ def start(tmp_path: Path, *args: str) -> subprocess.Popen:
     log = open(tmp_path / f"sweep-{uuid.uuid4().hex[:6]}.log", "w")
     return subprocess.Popen([sys.executable, str(ROOT / "train.py"), "-m", *args], cwd=tmp_path, env=env,
                             stdout=log, stderr=subprocess.STDOUT)
-
-
-def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert proc.poll() is None, f"the sweep ended before {path} appeared"
-        assert time.monotonic() < deadline, f"{path} did not appear"
-        time.sleep(0.05)
 
 
 def interrupted_inside(cfg) -> float:
