@@ -35,6 +35,7 @@ class RunSettings:
     console: console.ConsoleSettings
     trial: TrialContext | None  # the sweep trial this run is, or None
     resumed_run_id: str | None = None  # the W&B run id in ckpt_path's checkpoint, which a resume continues
+    checkpoint_shapes: dict[str, tuple[int, ...]] | None = None  # ckpt_path's weights: name -> shape
 
     @property
     def in_sweep(self) -> bool:
@@ -89,6 +90,8 @@ def check_config(cfg: DictConfig, trial: TrialContext | None = None) -> RunSetti
         objective=str(cfg.objective.metric), direction=direction, reduce=reduce, lr=lr, lr_scaling=rule,
         tune=tune_settings, console=console.settings(cfg, in_sweep=trial is not None), trial=trial,
         resumed_run_id=tracking.previous_run_id(checkpoint),
+        checkpoint_shapes=None if checkpoint is None else {
+            k: tuple(v.shape) for k, v in checkpoint["state_dict"].items() if hasattr(v, "shape")},
     )
 
 
@@ -157,6 +160,20 @@ def check_early_stopping(section: Any) -> None:
     if "min_delta" in section:
         number("early_stopping.min_delta", section.get("min_delta"), "a number >= 0 (in the metric's units)",
                low=0.0)
+
+
+def check_resumable(ckpt_path: Any, shapes: dict[str, tuple[int, ...]], module: Any) -> None:
+    """The checkpoint's weights fit ``module`` (same names, same shapes): else one line before training, not
+    Lightning's state_dict traceback at the start of fit."""
+    own = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    missing, unexpected = sorted(own.keys() - shapes.keys()), sorted(shapes.keys() - own.keys())
+    reshaped = sorted(k for k in own.keys() & shapes.keys() if own[k] != shapes[k])
+    if missing or unexpected or reshaped:
+        example = (f"{reshaped[0]} is {list(shapes[reshaped[0]])} there, {list(own[reshaped[0]])} here" if reshaped
+                   else f"{(missing or unexpected)[0]} is {'missing' if missing else 'unexpected'}")
+        raise ConfigError("ckpt_path", str(ckpt_path), "a checkpoint of a run with this model config",
+                          f"its weights do not fit this model: {len(missing)} missing, {len(unexpected)} unexpected, "
+                          f"{len(reshaped)} of another shape ({example})")
 
 
 def lr_scale_factor(rule: str, batch_size: int, world_size: int, accumulate: int, base_batch_size: int) -> float:

@@ -28,7 +28,7 @@ from lightopt.run import console, speed, tracking, tune
 from lightopt.run.module import LitModel
 from lightopt.run.pruning import OptunaPruning
 from lightopt.run.ranks import trial_ranks_in_job_dir
-from lightopt.run.settings import RunSettings, check_config, lr_scale_factor, required_metrics
+from lightopt.run.settings import RunSettings, check_config, check_resumable, lr_scale_factor, required_metrics
 from lightopt.run.tracker import RunTracker
 
 log = logging.getLogger(__name__)
@@ -135,6 +135,8 @@ def fit(built: BuiltRun) -> None:
     """Run the lr finder when asked, then train; the outcome is left in ``built.status`` and ``built.failure``."""
     cfg, trainer, settings = built.cfg, built.trainer, built.settings
     module = built.make_module()
+    if settings.checkpoint_shapes is not None:
+        check_resumable(cfg.ckpt_path, settings.checkpoint_shapes, module)
     if trainer.is_global_zero:
         tracking.log_config(built.loggers, OmegaConf.to_container(cfg, resolve=True))
     try:

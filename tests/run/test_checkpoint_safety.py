@@ -44,3 +44,14 @@ def test_a_missing_or_damaged_ckpt_path_is_a_config_error(tmp_path):
         assert proc.returncode == 2, proc.stderr[-2000:]
         line = proc.stderr.strip().splitlines()[-1]
         assert line.startswith(f"lightopt: config error: ckpt_path='{path}'") and problem in line, line
+
+
+def test_a_checkpoint_of_another_model_is_refused_before_training(tmp_path):
+    first = run_cli(*QUICK, "model.width=32", f"hydra.run.dir={tmp_path / 'first'}", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    ckpt = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    proc = run_cli(*QUICK, "model.width=64", f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path / 'other'}", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"lightopt: config error: ckpt_path='{ckpt}'") and "do not fit this model" in line
+    assert "5 of another shape (model.0.bias is [32] there, [64] here)" in line, line
