@@ -9,6 +9,9 @@ from contextlib import contextmanager
 from lightopt.errors import ConfigError
 
 EXIT_CONFIG_ERROR = 2
+# a run or sweep stopped by a signal: 128 + its number, as a shell reports it
+EXIT_SIGINT = 130  # Ctrl-C
+EXIT_SIGTERM = 143  # what SLURM and Kubernetes send before they kill
 
 
 @contextmanager

@@ -23,7 +23,6 @@ log = logging.getLogger(__name__)
 
 TRIAL_FILE = "trial.json"
 RESULTS_FILE = "results.json"
-STATUSES = ("completed", "pruned", "diverged", "failed", "interrupted")
 
 
 def _write_json(path: Path, data: Mapping[str, Any], mode: int = 0o644) -> Path:

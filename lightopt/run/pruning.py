@@ -105,11 +105,6 @@ class OptunaPruning(Callback):
         if self.trial is not None:
             self._check_direction()
 
-    @property
-    def active(self) -> bool:
-        """Whether there is a trial to report to (found when training starts)."""
-        return self.trial is not None
-
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if not self._find_trial:
             return

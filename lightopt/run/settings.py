@@ -37,10 +37,6 @@ class RunSettings:
     resumed_run_id: str | None = None  # the W&B run id in ckpt_path's checkpoint, which a resume continues
     checkpoint_shapes: dict[str, tuple[int, ...]] | None = None  # ckpt_path's weights: name -> shape
 
-    @property
-    def in_sweep(self) -> bool:
-        return self.trial is not None
-
 
 def _import_target(section: str, cfg: DictConfig) -> None:
     from hydra.utils import get_object

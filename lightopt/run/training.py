@@ -20,6 +20,7 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
+from lightopt.cli import EXIT_SIGINT, EXIT_SIGTERM
 from lightopt.contract import RESULTS_FILE, RunResult, TrialContext
 from lightopt.errors import ConfigError
 from lightopt.formatting import error_text
@@ -34,7 +35,6 @@ from lightopt.run.tracker import RunTracker
 log = logging.getLogger(__name__)
 
 LAST_CHECKPOINT = "last"  # checkpoints/last.ckpt: the run's latest state, to resume from
-EXIT_SIGINT, EXIT_SIGTERM = 130, 143  # exit codes of a run stopped by Ctrl-C / SIGTERM (128 + the signal)
 
 
 @dataclass

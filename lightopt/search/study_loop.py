@@ -23,6 +23,7 @@ from hydra.core.utils import JobReturn
 from omegaconf import DictConfig, open_dict
 from optuna.trial import FrozenTrial, TrialState
 
+from lightopt.cli import EXIT_SIGINT, EXIT_SIGTERM
 from lightopt.contract import RunResult, TrialContext
 from lightopt.formatting import error_text, fmt
 from lightopt.search.locks import Heartbeat, StudyLock
@@ -35,8 +36,6 @@ from lightopt.storage import hide_password
 log = logging.getLogger(__name__)
 
 EXIT_SWEEP_FAILED = 1
-EXIT_INTERRUPTED = 130  # Ctrl-C
-EXIT_SIGTERM = 143  # what SLURM and Kubernetes send before they kill
 
 
 class SweepStopped(Exception):
@@ -384,7 +383,7 @@ class SweepLoop:
         self._tell_unfinished(batch, why, "interrupted")
         if interrupted:
             raise SweepStopped(f"sweep {why}: finished trials are kept in {self.sweep_dir}; run the same command "
-                               "again to resume", EXIT_SIGTERM if sigterm else EXIT_INTERRUPTED) from None
+                               "again to resume", EXIT_SIGTERM if sigterm else EXIT_SIGINT) from None
         raise err
 
 
