@@ -49,7 +49,11 @@ def test_every_package_of_the_checkout_goes_into_the_wheel():
 def wheel_python(tmp_path_factory) -> Path:
     """The python of a fresh venv with lightopt installed from a wheel built from this checkout."""
     tmp = tmp_path_factory.mktemp("wheel")
-    build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp / "dist"), str(ROOT)]
+    # built from a copy: setuptools writes build/ into the source tree, and test workers may build at once
+    source = tmp / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "*.egg-info", "__pycache__", ".pytest_cache", "outputs", "multirun"))
+    build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp / "dist"), str(source)]
     if importlib.util.find_spec("setuptools") is not None:
         build.insert(4, "--no-build-isolation")  # the build backend is here already: nothing to download
     _run(build, cwd=tmp)
