@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import math
 import numbers
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from lightopt.errors import ConfigError
@@ -62,3 +64,16 @@ def one_of(key: str, value: Any, choices: Sequence[Any]) -> Any:
     if value not in choices:
         raise ConfigError(key, value, " | ".join(str(c).lower() if isinstance(c, bool) else str(c) for c in choices))
     return value
+
+
+def writable_dir(key: str, path: str | Path, allowed: str = "a directory this process can create and write to") -> Path:
+    """``path`` as a directory, created if missing, into which a file can be written (probed with a temporary one)."""
+    directory = Path(path)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as err:
+        reason = f"{type(err).__name__}: {err.strerror or err}"
+        raise ConfigError(key, str(path), allowed, f"cannot write there ({reason})") from None
+    return directory

@@ -13,6 +13,7 @@ and schedules are built lives in :mod:`lightopt.core.optimizers` and :mod:`light
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -20,6 +21,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from lightopt.checks import is_real
 from lightopt.core.defaults import complete_section
 from lightopt.core.optimizers import create_optimizer
 from lightopt.core.regularization import Penalty, build_penalty
@@ -99,6 +101,8 @@ def configure_optimizers(
 
     if total_steps is None and schedule.get("total_steps") is None:
         total_steps = training_horizon(module)
+    elif schedule.get("name") not in ("constant", "plateau"):
+        _check_covers_run(module, schedule, total_steps)
     scheduler = create_scheduler(opt, schedule, total_steps)
     config: dict[str, Any] = {"scheduler": scheduler, "interval": "step", "frequency": 1, "name": "lr"}
     if isinstance(scheduler, PlateauLR):
@@ -111,6 +115,17 @@ def configure_optimizers(
         scheduler.watch(_metric_reader(module, monitor))
         config["monitor"] = monitor
     return {"optimizer": opt, "lr_scheduler": config}
+
+
+def _check_covers_run(module: L.LightningModule, schedule: Mapping, total_steps: int | None) -> None:
+    """A horizon given explicitly spans the whole run: past it the lr would stay at its final value (often 0)."""
+    key, given = ("schedule.total_steps", schedule["total_steps"]) if schedule.get("total_steps") is not None \
+        else ("total_steps", total_steps)
+    run_steps = training_horizon(module)
+    if is_real(given) and run_steps is not None and math.isfinite(run_steps) and given < run_steps:
+        raise ConfigError(key, given, f"null (the run's own length: {int(run_steps)} optimizer steps) or at least "
+                          f"{int(run_steps)}", f"shorter than the run: the lr would stay at its final value for the "
+                          f"last {int(run_steps - given)} steps")
 
 
 def _metric_reader(module: L.LightningModule, key: str) -> Callable[[], Tensor | None]:

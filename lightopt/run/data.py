@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from lightopt.checks import integer, number
+from lightopt.errors import ConfigError
 
 
 class TensorBatches:
@@ -146,8 +147,11 @@ class _InMemoryDataModule(L.LightningDataModule):
         trainer = self.trainer
         rank = trainer.global_rank if trainer is not None else 0
         world = trainer.world_size if trainer is not None else 1
-        # never drop the only batch: a split smaller than one batch still trains
-        drop_last = train and self.drop_last_train and len(x) // world >= self.batch_size
+        if train and self.batch_size > len(x) // world:
+            per_device = f"{len(x) // world} per device on {world} devices" if world > 1 else str(len(x))
+            raise ConfigError("data.batch_size", self.batch_size, f"at most the training samples ({per_device}; "
+                              "that many is full-batch gradient descent)", "larger than the training split")
+        drop_last = train and self.drop_last_train
         return TensorBatches(x, y, self.batch_size, shuffle=train, drop_last=drop_last, seed=self.seed, rank=rank,
                              world_size=world, even=train)
 

@@ -14,8 +14,10 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from lightopt.checks import writable_dir
 from lightopt.cli import EXIT_CONFIG_ERROR
 from lightopt.contract import RESULTS_FILE
+from lightopt.errors import ConfigError
 
 #: what an earlier run leaves in its directory
 RUN_TRACES = (RESULTS_FILE, "checkpoints", "metrics.csv")
@@ -25,16 +27,20 @@ _RANK_ENV = ("LOCAL_RANK", "NODE_RANK")
 
 class FreshRunDir(Callback):
     """``hydra.callbacks.fresh_run_dir``: exit 2 when ``hydra.run.dir`` holds an earlier run's results,
-    checkpoints or metrics; give a new directory, or ``ckpt_path=<dir>/checkpoints/last.ckpt`` to resume."""
+    checkpoints or metrics (give a new directory, or ``ckpt_path=<dir>/checkpoints/last.ckpt`` to resume), or
+    cannot be created and written to."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         if any(os.environ.get(key) not in (None, "0") for key in _RANK_ENV):
             return
         run_dir = Path(str(OmegaConf.select(config, "hydra.run.dir")))
-        found = [name for name in RUN_TRACES if (run_dir / name).exists()]
-        if found:
-            print(f"lightopt: config error: hydra.run.dir={str(run_dir)!r}: it holds an earlier run "
-                  f"({', '.join(found)}), which this run would overwrite; allowed: a new directory (resume that run "
-                  f"with ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'} and another hydra.run.dir)",
-                  file=sys.stderr, flush=True)
+        try:
+            found = [name for name in RUN_TRACES if (run_dir / name).exists()]
+            if found:
+                raise ConfigError("hydra.run.dir", str(run_dir), "a new directory (resume that run with "
+                                  f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'} and another hydra.run.dir)",
+                                  f"it holds an earlier run ({', '.join(found)}), which this run would overwrite")
+            writable_dir("hydra.run.dir", run_dir)
+        except ConfigError as err:
+            print(f"lightopt: config error: {err}", file=sys.stderr, flush=True)
             sys.exit(EXIT_CONFIG_ERROR)

@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from lightopt.checks import integer, number, one_of
 from lightopt.contract import TrialContext
-from lightopt.core.optimizers import check_optimizer
+from lightopt.core.optimizers import check_optimizer, create_optimizer
 from lightopt.errors import ConfigError
 from lightopt.objective import check_direction
 from lightopt.run import console, tracking, tune
@@ -35,7 +35,21 @@ class RunSettings:
     console: console.ConsoleSettings
     trial: TrialContext | None  # the sweep trial this run is, or None
     resumed_run_id: str | None = None  # the W&B run id in ckpt_path's checkpoint, which a resume continues
-    checkpoint_shapes: dict[str, tuple[int, ...]] | None = None  # ckpt_path's weights: name -> shape
+    resumed: ResumeState | None = None  # what ckpt_path's checkpoint holds, to match against the built run
+
+
+@dataclass(frozen=True)
+class ResumeState:
+    """What a checkpoint to resume from must match in the run that is built: weights and optimizer state."""
+
+    shapes: dict[str, tuple[int, ...]]  # weight name -> shape
+    optimizer_groups: list[tuple[frozenset[str], int]]  # per param group: its hyperparameter names, its size
+
+    @classmethod
+    def of(cls, checkpoint: dict[str, Any]) -> ResumeState:
+        groups = checkpoint["optimizer_states"][0]["param_groups"]
+        return cls(shapes={k: tuple(v.shape) for k, v in checkpoint["state_dict"].items() if hasattr(v, "shape")},
+                   optimizer_groups=[(frozenset(g) - {"params"}, len(g["params"])) for g in groups])
 
 
 def _import_target(section: str, cfg: DictConfig) -> None:
@@ -86,8 +100,7 @@ def check_config(cfg: DictConfig, trial: TrialContext | None = None) -> RunSetti
         objective=str(cfg.objective.metric), direction=direction, reduce=reduce, lr=lr, lr_scaling=rule,
         tune=tune_settings, console=console.settings(cfg, in_sweep=trial is not None), trial=trial,
         resumed_run_id=tracking.previous_run_id(checkpoint),
-        checkpoint_shapes=None if checkpoint is None else {
-            k: tuple(v.shape) for k, v in checkpoint["state_dict"].items() if hasattr(v, "shape")},
+        resumed=None if checkpoint is None else ResumeState.of(checkpoint),
     )
 
 
@@ -112,6 +125,9 @@ def check_checkpoint(path: Any) -> dict[str, Any] | None:
                           f"values (torch.load weights_only=True: {problem})") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise ConfigError("ckpt_path", str(path), allowed, "it holds no state_dict: not a Lightning checkpoint")
+    if len(checkpoint.get("optimizer_states") or []) != 1:
+        raise ConfigError("ckpt_path", str(path), allowed, "it holds no optimizer state (saved with weights only?): "
+                          "it cannot resume a run")
     return checkpoint
 
 
@@ -158,9 +174,11 @@ def check_early_stopping(section: Any) -> None:
                low=0.0)
 
 
-def check_resumable(ckpt_path: Any, shapes: dict[str, tuple[int, ...]], module: Any) -> None:
-    """The checkpoint's weights fit ``module`` (same names, same shapes): else one line before training, not
-    Lightning's state_dict traceback at the start of fit."""
+def check_resumable(ckpt_path: Any, resumed: ResumeState, module: Any) -> None:
+    """The checkpoint fits ``module`` (same weight names and shapes) and its optimizer state fits the optimizer the
+    run builds (same param groups, same hyperparameter names): else one line before training, not Lightning's
+    state_dict traceback at the start of fit or torch's ``KeyError`` at the first step."""
+    shapes = resumed.shapes
     own = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     missing, unexpected = sorted(own.keys() - shapes.keys()), sorted(shapes.keys() - own.keys())
     reshaped = sorted(k for k in own.keys() & shapes.keys() if own[k] != shapes[k])
@@ -170,6 +188,22 @@ def check_resumable(ckpt_path: Any, shapes: dict[str, tuple[int, ...]], module: 
         raise ConfigError("ckpt_path", str(ckpt_path), "a checkpoint of a run with this model config",
                           f"its weights do not fit this model: {len(missing)} missing, {len(unexpected)} unexpected, "
                           f"{len(reshaped)} of another shape ({example})")
+    _check_optimizer_state(ckpt_path, resumed.optimizer_groups, module)
+
+
+def _check_optimizer_state(ckpt_path: Any, saved: list[tuple[frozenset[str], int]], module: Any) -> None:
+    optimizer = create_optimizer(module.model, module.optimizer_cfg, regularization=module.regularization_cfg,
+                                 lr_multipliers=module.lr_multipliers)
+    built = [(frozenset(g) - {"params"}, len(g["params"])) for g in optimizer.param_groups]
+    allowed = f"a checkpoint of a run with this optimizer config ({type(optimizer).__name__}, " \
+              f"{len(built)} param group{'s' if len(built) > 1 else ''})"
+    if [size for _, size in saved] != [size for _, size in built]:
+        raise ConfigError("ckpt_path", str(ckpt_path), allowed, "its optimizer state has param groups of "
+                          f"{[size for _, size in saved]} parameters, this run's {[size for _, size in built]}")
+    lacking = sorted(set().union(*(keys - old for (keys, _), (old, _) in zip(built, saved, strict=True))))
+    if lacking:
+        raise ConfigError("ckpt_path", str(ckpt_path), allowed, "its optimizer state is another optimizer's: it "
+                          f"lacks {', '.join(lacking)}")
 
 
 def lr_scale_factor(rule: str, batch_size: int, world_size: int, accumulate: int, base_batch_size: int) -> float:

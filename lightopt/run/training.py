@@ -20,6 +20,7 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
+from lightopt.checks import writable_dir
 from lightopt.cli import EXIT_SIGINT, EXIT_SIGTERM
 from lightopt.contract import RESULTS_FILE, RunResult, TrialContext
 from lightopt.errors import ConfigError
@@ -116,6 +117,10 @@ def build(cfg: DictConfig, settings: RunSettings, out_dir: Path) -> BuiltRun:
     }
     if not cfg.checkpoint.get("enabled", True):
         trainer_kwargs["enable_checkpointing"] = False
+    elif (out_dir / "checkpoints").exists():  # (else made in out_dir, checked writable) Lightning does not report
+        # a checkpoint it could not write: it swallows the PermissionError
+        writable_dir("checkpoint", out_dir / "checkpoints", "a writable <run dir>/checkpoints, or "
+                     "checkpoint.enabled=false")
     trainer_cfg = speed.configure(cfg.trainer, model)  # precision: auto, tf32, compile (lightopt/run/speed.py)
     # partial: Hydra would try to turn the callback objects into config nodes
     trainer: L.Trainer = configured("trainer", trainer_cfg, _partial_=True)
@@ -135,8 +140,8 @@ def fit(built: BuiltRun) -> None:
     """Run the lr finder when asked, then train; the outcome is left in ``built.status`` and ``built.failure``."""
     cfg, trainer, settings = built.cfg, built.trainer, built.settings
     module = built.make_module()
-    if settings.checkpoint_shapes is not None:
-        check_resumable(cfg.ckpt_path, settings.checkpoint_shapes, module)
+    if settings.resumed is not None:
+        check_resumable(cfg.ckpt_path, settings.resumed, module)
     if trainer.is_global_zero:
         tracking.log_config(built.loggers, OmegaConf.to_container(cfg, resolve=True))
     try:
@@ -147,6 +152,7 @@ def fit(built: BuiltRun) -> None:
             # the exact final state (a run stopped by max_steps or a pruner ends between epoch checkpoints);
             # inside the block: under DDP every rank takes part, while the trial's ranks still run
             _save_last(built)
+            _check_checkpoints_written(built)
     except ConfigError as err:
         raise err if built.found is None else tune.in_context(err, built.found) from None
     except Exception as err:  # noqa: BLE001 - recorded by conclude, then re-raised by run
@@ -189,6 +195,19 @@ def _save_last(built: BuiltRun) -> None:
         log.warning("could not write %s: %s", path, error_text(err))
 
 
+def _check_checkpoints_written(built: BuiltRun) -> None:
+    """Raise when a checkpoint the run reports is missing on disk (a full disk, a directory made read-only)."""
+    trainer = built.trainer
+    if not built.cfg.checkpoint.get("enabled", True) or trainer.global_step == 0 or not trainer.is_global_zero:
+        return
+    expected = [built.out_dir / "checkpoints" / f"{LAST_CHECKPOINT}.ckpt"]
+    expected += [Path(c.best_model_path) for c in trainer.checkpoint_callbacks if c.best_model_path]
+    missing = [str(path) for path in dict.fromkeys(expected) if not path.is_file()]
+    if missing:
+        raise OSError(f"checkpoint not written: {', '.join(missing)} (is {built.out_dir / 'checkpoints'} writable, "
+                      "with space left?)")
+
+
 def _find_lr(built: BuiltRun, module: LitModel) -> LitModel:
     """``tune=lr_find``: the range test trains the module it is given, so a fresh one (same restored network)
     is built with the suggestion as lr0."""
@@ -218,7 +237,8 @@ def conclude(built: BuiltRun, seconds: float) -> RunResult:
         wall_seconds=round(seconds, 3), trial=None if settings.trial is None else settings.trial.number,
         lr=built.lr, lr_find=None if built.found is None else built.found.as_dict(),
         best_checkpoint=next((c.best_model_path for c in trainer.checkpoint_callbacks
-                              if c.monitor is not None and c.best_model_path), None),
+                              if c.monitor is not None and c.best_model_path and Path(c.best_model_path).is_file()),
+                             None),
         error=None if built.failure is None else error_text(built.failure),
     )
     if trainer.is_global_zero:
@@ -339,8 +359,7 @@ def _scaled_optimizer_cfg(cfg: DictConfig, settings: RunSettings,
 
 def _fresh_output_dir(output_dir: str | Path | None) -> Path:
     """The run directory (default: Hydra's), refused when it already holds a finished run."""
-    out_dir = Path(output_dir) if output_dir is not None else _hydra_output_dir()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = writable_dir("output_dir", Path(output_dir) if output_dir is not None else _hydra_output_dir())
     if (out_dir / RESULTS_FILE).exists():
         raise ConfigError("output_dir", str(out_dir), "a directory without results.json",
                           "it already holds a finished run; refusing to overwrite it")

@@ -24,6 +24,7 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from optuna.trial import TrialState
 
+from lightopt.checks import writable_dir
 from lightopt.cli import EXIT_CONFIG_ERROR
 from lightopt.errors import ConfigError
 from lightopt.formatting import error_text
@@ -144,6 +145,7 @@ class OptunaSweeper(Sweeper):
             raise ConfigError(f"hydra.sweeper.{group}", node, f"a config with the _target_ of an Optuna {group}, "
                               f"e.g. hydra/sweeper/{group}={'tpe' if group == 'sampler' else 'median'}")
         node.pop("_partial_", None)  # hydra-optuna-sweeper's grid config is a partial; here the sweeper fills it
+        node = {k: v for k, v in node.items() if v is not None}  # null: the class's own default
         key, kind = f"hydra.sweeper.{group}", f"optuna.{group}s.{base.__name__}"
         try:
             cls = get_object(node["_target_"])
@@ -155,7 +157,7 @@ class OptunaSweeper(Sweeper):
         if group == "sampler" and node.get("seed") is not None:
             node["seed"] = int(node["seed"]) + seed_offset
         node.update(extra or {})
-        self._drop_unknown_kwargs(node, key)
+        self._check_kwargs(node, key, cls)
         try:
             with quiet_experimental():
                 return instantiate(node)
@@ -222,8 +224,7 @@ class OptunaSweeper(Sweeper):
     def _sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
         assert self.config is not None and self.hydra_context is not None and self.launcher is not None
         self._check()
-        sweep_dir = Path(str(self.config.hydra.sweep.dir)).absolute()
-        sweep_dir.mkdir(parents=True, exist_ok=True)
+        sweep_dir = writable_dir("hydra.sweep.dir", Path(str(self.config.hydra.sweep.dir)).absolute())
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
 
         directions, objectives = self._directions()
@@ -339,29 +340,43 @@ class OptunaSweeper(Sweeper):
                 log.info("gpu_per_trial: %d CUDA device(s), trials keep their trainer.devices", self._gpus)
         return [f"trainer.devices=[{slot % self._gpus}]"] if self._gpus > 1 else []
 
-    def _drop_unknown_kwargs(self, node: dict[str, Any], where: str) -> None:
-        """Drop keys the ``_target_`` does not accept, with a warning.
+    def _check_kwargs(self, node: dict[str, Any], where: str, cls: type) -> None:
+        """Refuse a key ``cls`` does not take, naming the keys it does.
 
-        A ``_target_`` given inline (``sampler: {_target_: optuna.samplers.RandomSampler}``) is merged onto the
-        selected group's config, whose other keys (TPE's ``n_startup_trials``...) the new class may not take.
+        One exception: with ``_target_`` replaced on the command line (``hydra.sweeper.sampler._target_=...``),
+        keys of the selected group's file that the new class does not take are left over, not the user's: they
+        are dropped with a warning. Keys given on the command line are always checked.
         """
         import inspect
 
-        try:
-            params = inspect.signature(get_object(node["_target_"])).parameters.values()
-        except Exception:  # noqa: BLE001 - an unimportable target is reported when it is instantiated
-            return
+        params = inspect.signature(cls).parameters.values()
         if any(p.kind == p.VAR_KEYWORD for p in params):
             return
         accepted = {p.name for p in params}
         unknown = [k for k in node if not k.startswith("_") and k not in accepted]
-        for key in unknown:
-            del node[key]
-        if unknown and (where, node["_target_"]) not in self._warned:
-            self._warned.add((where, node["_target_"]))
-            log.warning("%s: %s does not take %s; ignored (left over from the selected config group? choose the "
-                        "group, e.g. %s=random, instead of replacing _target_)", where, node["_target_"],
-                        ", ".join(unknown), where.replace("hydra.sweeper.", "hydra/sweeper/"))
+        given = self._command_line_keys(where) if unknown else set()
+        if "_target_" in given:
+            leftovers = [k for k in unknown if k not in given]
+            for k in leftovers:
+                del node[k]
+            if leftovers and (where, node["_target_"]) not in self._warned:
+                self._warned.add((where, node["_target_"]))
+                log.warning("%s: %s does not take %s, left from the selected config group; dropped (choose the "
+                            "group instead, e.g. %s=random)", where, node["_target_"], ", ".join(leftovers),
+                            where.replace("hydra.sweeper.", "hydra/sweeper/"))
+            unknown = [k for k in unknown if k in given]
+        if unknown:
+            raise ConfigError(f"{where}.{unknown[0]}", node[unknown[0]], f"a keyword argument of {cls.__name__}: "
+                              f"{', '.join(sorted(accepted - {'search_space'}))}", f"{cls.__name__} does not take it")
+
+    def _command_line_keys(self, where: str) -> set[str]:
+        """The keys under ``where`` that the command line sets (``hydra.sweeper.sampler.seed=3`` -> ``seed``)."""
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        assert self.config is not None
+        overrides = OverridesParser.create().parse_overrides(list(self.config.hydra.overrides.hydra))
+        prefix = f"{where}."
+        return {o.key_or_group[len(prefix):].split(".")[0] for o in overrides if o.key_or_group.startswith(prefix)}
 
 
 def _check_run_dirs_known(sweep_dir: Path, study: optuna.Study, storage_shown: str) -> None:

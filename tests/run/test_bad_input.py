@@ -14,6 +14,12 @@ BAD = [
     ("data.batch_size=0", "data.batch_size=0", "an integer >= 1"),
     ("data.batch_size=-5", "data.batch_size=-5", "an integer >= 1"),
     ("data.batch_size=32.5", "data.batch_size=32.5", "an integer >= 1"),
+    ("data.batch_size=1e9", "data.batch_size=1000000000.0", "an integer >= 1"),
+    # digits: 1797 samples, 20% for validation
+    ("data.batch_size=100000", "data.batch_size=100000: larger than the training split", "at most the training "
+     "samples (1438;"),
+    # QUICK: 2 epochs of 5 batches
+    ("schedule=cosine schedule.total_steps=4", "schedule.total_steps=4: shorter than the run", "at least 10"),
     ("data.val_fraction=0", "data.val_fraction=0", "a fraction in (0, 1)"),
     ("data.val_fraction=1.5", "data.val_fraction=1.5", "a fraction in (0, 1)"),
     ("trainer.max_epochs=0", "trainer.max_epochs=0", "an integer >= 1"),
@@ -50,6 +56,20 @@ def test_a_gpu_trainer_without_a_gpu_is_one_line_and_exit_2(tmp_path):
     assert proc.returncode == 2
     line = proc.stderr.strip().splitlines()[-1]
     assert line.startswith("lightopt: config error: trainer={'accelerator': 'gpu'") and "gpu" in line, line
+
+
+@pytest.mark.parametrize("override,key", [("data.batch_size=100000", "data.batch_size=100000"),
+                                          ("schedule=linear schedule.total_steps=3", "schedule.total_steps=3")])
+def test_bad_values_found_with_the_data_are_one_line_and_exit_2(tmp_path, override, key):
+    run_dir = tmp_path / "run"
+    proc = run_cli(*QUICK, *override.split(), f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"lightopt: config error: {key}")
+    assert "Traceback" not in proc.stderr and not (run_dir / "results.json").exists()
+
+
+def test_a_schedule_as_long_as_the_run_or_longer_is_accepted(tmp_path):
+    assert 0.0 <= run(compose_cfg(*QUICK, "schedule=cosine", "schedule.total_steps=10"), tmp_path) <= 1.0
 
 
 def test_seed_null_means_no_seeding_and_trains(tmp_path):

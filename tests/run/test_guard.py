@@ -1,4 +1,5 @@
-"""A run into a directory that holds an earlier run is refused before Hydra writes anything there."""
+"""A run into a directory that holds an earlier run, or that cannot be written, is refused before Hydra writes
+anything there."""
 
 from __future__ import annotations
 
@@ -29,3 +30,13 @@ def test_a_killed_runs_directory_is_refused_too(tmp_path):
     proc = run_cli(*QUICK, f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert proc.returncode == 2 and "metrics.csv" in proc.stderr
     assert sorted(p.name for p in run_dir.iterdir()) == ["metrics.csv"]
+
+
+def test_a_run_directory_that_cannot_be_written_is_one_line_and_exit_2(tmp_path):
+    (tmp_path / "file").write_text("")
+    run_dir = tmp_path / "file" / "run"
+    proc = run_cli(*QUICK, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert proc.returncode == 2
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"lightopt: config error: hydra.run.dir='{run_dir}': cannot write there"), line
+    assert "Traceback" not in proc.stderr

@@ -80,6 +80,49 @@ def test_same_seed_same_suggestions_and_any_sampler_by_target(tmp_path):
     assert [r["optimizer.lr"] for r in rows(tmp_path / "c")] != [r["optimizer.lr"] for r in rows(tmp_path / "a")]
 
 
+def test_every_keyword_of_a_shipped_sampler_is_set_from_the_command_line_without_plus(tmp_path):
+    sweep_in_process(tmp_path, bowl, "hydra.sweeper.n_trials=3", LR, "hydra.sweeper.sampler.n_ei_candidates=7",
+                     "hydra.sweeper.sampler.consider_endpoints=true", "hydra.sweeper.sampler.multivariate=true",
+                     "hydra.sweeper.sampler.group=true", "hydra.sweeper.sampler.warn_independent_sampling=false")
+    assert [r["state"] for r in rows(tmp_path)] == ["COMPLETE"] * 3
+
+
+@pytest.mark.parametrize("name", ["grid", "random", "tpe", "gp", "cmaes", "qmc", "nsgaii"])
+def test_each_shipped_sampler_config_lists_every_keyword_of_its_class(name):
+    import inspect
+
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=[f"hydra/sweeper/sampler={name}"], return_hydra_config=True)
+    listed = {k for k in cfg.hydra.sweeper.sampler if not k.startswith("_")}
+    assert listed == set(inspect.signature(SAMPLERS[name]).parameters) - {"search_space"}
+
+
+@pytest.mark.parametrize("given", ["+hydra.sweeper.sampler.n_startup_trail=5",
+                                   "hydra.sweeper.sampler._target_=optuna.samplers.RandomSampler "
+                                   "hydra.sweeper.sampler.n_startup_trials=5"])
+def test_a_keyword_the_sampler_does_not_take_is_refused_naming_those_it_does(tmp_path, capsys, given):
+    with pytest.raises(SystemExit) as exit_:
+        sweep_in_process(tmp_path, bowl, *given.split(), LR)
+    assert exit_.value.code == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    key = given.split()[-1].lstrip("+").split("=")[0]
+    cls = "RandomSampler" if "Random" in given else "TPESampler"
+    assert line.startswith(f"lightopt: config error: {key}=5: {cls} does not take it"), line
+    assert f"allowed: a keyword argument of {cls}: " in line and "seed" in line
+    assert not (tmp_path / "0").exists()
+
+
+def test_a_sweep_directory_that_cannot_be_written_is_one_line(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit) as exit_:
+        sweep_in_process(tmp_path / "file" / "sweep", bowl, LR)
+    assert exit_.value.code == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith(f"lightopt: config error: hydra.sweep.dir='{tmp_path / 'file' / 'sweep'}': cannot write")
+
+
 def test_multi_objective_sweep_writes_the_pareto_front(tmp_path):
     sweep_in_process(tmp_path, two_objectives, "hydra/sweeper/sampler=nsgaii",
                      "hydra.sweeper.sampler.population_size=2", "hydra.sweeper.n_trials=4",
