@@ -81,6 +81,23 @@ def load_study(sweep_dir: Path) -> optuna.Study:
     return optuna.load_study(study_name=results["study_name"], storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
 
 
+def train_in_process(*args: str) -> int | str | None:
+    """``python train.py ARGS`` through the same Hydra entry point in this process (no interpreter start-up);
+    its exit code."""
+    from lightopt.train import main
+
+    argv = sys.argv
+    sys.argv = ["train.py", *args]
+    try:
+        main()
+        return 0
+    except SystemExit as exit_:
+        return exit_.code
+    finally:
+        sys.argv = argv
+        GlobalHydra.instance().clear()
+
+
 def sweep_in_process(sweep_dir: Path, task, *overrides: str) -> None:
     """``python train.py -m OVERRIDES`` with ``task`` in place of training (the real sweeper and launcher)."""
     hydra = Hydra.create_main_hydra2(task_name="train", config_search_path=create_config_search_path(str(CONF)))
