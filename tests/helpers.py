@@ -41,6 +41,16 @@ def compose_cfg(*overrides: str, config_name: str = "train") -> DictConfig:
         return compose(config_name=config_name, overrides=list(overrides))
 
 
+TINY_APP = ROOT / "tests" / "apps" / "tiny" / "app.py"  # a Hydra app with the lightopt sweeper and no torch
+
+
+def run_tiny(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``python tests/apps/tiny/app.py ARGS`` in ``cwd``."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run([sys.executable, str(TINY_APP), *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
 def run_cli(*args: str, cwd: Path, timeout: float = 300, module: str | None = None) -> subprocess.CompletedProcess:
     """Run ``python train.py ARGS`` (or ``python -m MODULE ARGS``) in ``cwd`` and capture its output."""
     cmd = [sys.executable, "-m", module] if module else [sys.executable, str(ROOT / "train.py")]

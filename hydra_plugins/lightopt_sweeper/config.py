@@ -26,8 +26,8 @@ class LightoptSweeperConf:
     n_trials: Optional[int] = None
     n_jobs: int = 1
     seed: Optional[int] = 0
-    max_failure_rate: float = 0.5
-    failure_rate_min_trials: int = 3
+    max_failure_rate: Optional[float] = None
+    failure_rate_min_trials: Optional[int] = None
     diverged: str = "fail"
     worst_value: Optional[float] = None
     params: Optional[Dict[str, Any]] = None

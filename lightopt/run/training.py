@@ -171,6 +171,11 @@ def fit(built: BuiltRun) -> None:
         built.status = "interrupted"
     elif built.pruning is not None and built.pruning.pruned:
         built.status = "pruned"
+    elif built.tracker.objective_value(settings.reduce) is None:  # a sampler must not learn from a made-up value
+        built.status = "failed"
+        built.failure = RuntimeError(
+            f"no validation before training ended at step {trainer.global_step}: {settings.objective} has no "
+            "value (validation runs at the end of each epoch, or every trainer.val_check_interval batches)")
 
 
 def _interruption_exit_code(trainer: L.Trainer, err: BaseException) -> int | None:

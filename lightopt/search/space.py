@@ -202,6 +202,10 @@ def _choice_param(override: Any, name: str, source: str) -> Param:
     from hydra.core.override_parser.types import Transformer
     from optuna.distributions import CategoricalDistribution
 
+    value = override.value()
+    if getattr(value, "shuffle", False):
+        # the declared order: the sampler draws its own, and a resumed sweep must see the same distribution
+        value.shuffle = False
     elements = list(override.sweep_iterator(transformer=Transformer.identity))
     texts = [Transformer.str(e) for e in elements]
     encoded = [Transformer.encode(e) for e in elements]
@@ -215,28 +219,33 @@ def _choice_param(override: Any, name: str, source: str) -> Param:
 
 
 def _numeric_param(override: Any, name: str, source: str) -> Param:
-    from hydra.core.override_parser.types import Transformer
+    """``interval`` and ``range`` as hydra-optuna-sweeper reads them: ``int(interval(a, b))`` is an integer
+    distribution (log-scaled under ``tag(log, ...)``), and a range includes its ``stop`` when the steps reach it."""
     from optuna.distributions import FloatDistribution, IntDistribution
 
     value = override.value()
     log = "log" in value.tags
     try:
         if override.is_interval_sweep():
+            if isinstance(value.start, int) and isinstance(value.end, int):  # int(interval(...))
+                return Param(name, override.get_key_element(), IntDistribution(value.start, value.end, log=log),
+                             source)
             return Param(name, override.get_key_element(),
                          FloatDistribution(float(value.start), float(value.end), log=log), source)
-        values = list(override.sweep_iterator(transformer=Transformer.identity))
-        if value.shuffle:
-            raise ConfigError(name, source, ALLOWED_SPACE, "shuffle(range(...)) has no meaning for a search")
-        if not values:
-            raise ConfigError(name, source, "a range with at least one value", "the range is empty")
+        if value.start > value.stop if value.step > 0 else True:
+            raise ConfigError(name, source, "range(start, stop[, step]) with start <= stop and step > 0",
+                              "the range is empty")
         if all(isinstance(v, int) for v in (value.start, value.stop, value.step)):
-            dist = IntDistribution(values[0], values[-1], step=1 if log else value.step, log=log)
             if log and value.step != 1:
                 raise ConfigError(name, source, "tag(log, range(a, b)) with step 1", "a log range cannot have a step")
+            high = value.start + (value.stop - value.start) // value.step * value.step  # the last value reached
+            dist = IntDistribution(value.start, high, step=value.step, log=log)
         else:
             if log:
                 raise ConfigError(name, source, "tag(log, interval(low, high)) for a log-uniform float")
-            dist = FloatDistribution(float(values[0]), float(values[-1]), step=float(value.step))
+            start, stop, step = (decimal.Decimal(str(v)) for v in (value.start, value.stop, value.step))
+            high = start + int((stop - start) / step) * step
+            dist = FloatDistribution(float(start), float(high), step=float(step))
     except ValueError as err:
         if isinstance(err, ConfigError):
             raise
@@ -255,9 +264,9 @@ def parse_param(line: str, config_loader: Any = None, when: tuple = ()) -> Param
         return None
     name = _param_name(override)
     source = line.partition("=")[2]
-    if override.is_interval_sweep() or override.is_range_sweep():
+    if override.is_interval_sweep() or override.is_range_sweep() and not override.value().shuffle:
         param = _numeric_param(override, name, source)
-    else:  # choice(...), a,b,c, glob(...), sort(...), shuffle(...)
+    else:  # choice(...), a,b,c, glob(...), sort(...), shuffle(...): categorical, as in hydra-optuna-sweeper
         param = _choice_param(override, name, source)
     return Param(param.name, param.key, param.distribution, param.source, param.texts, when)
 

@@ -38,6 +38,15 @@ log = logging.getLogger(__name__)
 EXIT_SWEEP_FAILED = 1
 
 
+def failure_rule(cfg: Any) -> tuple[float, int]:
+    """``(max_failure_rate, failure_rate_min_trials)`` in effect: 0.5 after 3 finished trials by default; a rate
+    given explicitly is hydra-optuna-sweeper's rule, judged from the first finished trial."""
+    rate, min_trials = cfg.get("max_failure_rate"), cfg.get("failure_rate_min_trials")
+    if rate is None:
+        return 0.5, 3 if min_trials is None else int(min_trials)
+    return float(rate), 1 if min_trials is None else int(min_trials)
+
+
 class SweepStopped(Exception):
     """The sweep ended before n_trials: too many failures, or an interruption (carries the exit code)."""
 
@@ -291,8 +300,8 @@ class SweepLoop:
         trials = self.study.get_trials(deepcopy=False)
         finished = [t for t in trials if t.state.is_finished()]
         failed = sum(t.state == TrialState.FAIL for t in finished)
-        limit = float(self.cfg.get("max_failure_rate", 0.5))
-        if len(finished) >= int(self.cfg.get("failure_rate_min_trials", 3)) and failed / len(finished) > limit:
+        limit, min_trials = failure_rule(self.cfg)
+        if len(finished) >= min_trials and failed / len(finished) > limit:
             raise SweepStopped(
                 f"sweep stopped: {failed} of {len(finished)} finished trials failed, more than max_failure_rate="
                 f"{limit:g}; the sweep looks broken. Last error: {self.last_error}. Outputs in {self.sweep_dir}",

@@ -32,7 +32,7 @@ from lightopt.objective import DIRECTIONS, metric_direction
 from lightopt.run.ranks import own_entry_point
 from lightopt.search.locks import StudyLock
 from lightopt.search.space import SearchSpace, build_search_space
-from lightopt.search.study_loop import SweepLoop, SweepPlan, SweepStopped, quiet_experimental
+from lightopt.search.study_loop import SweepLoop, SweepPlan, SweepStopped, failure_rule, quiet_experimental
 from lightopt.storage import (
     PASSWORD_ENV,
     hide_password,
@@ -46,6 +46,9 @@ from lightopt.storage import (
 log = logging.getLogger(__name__)
 
 DEFAULT_N_TRIALS = 20
+#: samplers of hydra-optuna-sweeper's configs that Optuna no longer has -> what to choose instead
+REMOVED = {"optuna.samplers.MOTPESampler": "hydra/sweeper/sampler=tpe (it takes several objectives; "
+           "hydra.sweeper.sampler.multivariate=true models them jointly) or hydra/sweeper/sampler=nsgaii"}
 
 
 class OptunaSweeper(Sweeper):
@@ -104,15 +107,20 @@ class OptunaSweeper(Sweeper):
         def bad(key: str, allowed: str) -> ConfigError:
             return ConfigError(f"hydra.sweeper.{key}", self.cfg.get(key), allowed)
 
+        optimized, metric = (OmegaConf.select(self.config, k) for k in ("optimized_metric", "objective.metric"))
+        if optimized is not None and metric is not None and optimized != metric:  # lightning-hydra-template's key
+            raise ConfigError("optimized_metric", optimized, f"objective.metric={optimized} (and objective.direction), "
+                              "the key lightopt's runs are judged by", f"it differs from objective.metric={metric!r}")
         n_trials = self.cfg.get("n_trials")
         if n_trials is not None and n_trials < 1:
             raise bad("n_trials", "a number of trials >= 1, or null")
         if self.cfg.get("n_jobs", 1) < 1:
             raise bad("n_jobs", "a number of trials at a time >= 1")
-        if not 0.0 <= self.cfg.get("max_failure_rate", 0.5) <= 1.0:
-            raise bad("max_failure_rate", "a share in [0, 1]; 1.0 = never stop for failures")
-        if self.cfg.get("failure_rate_min_trials", 3) < 1:
-            raise bad("failure_rate_min_trials", "a number of finished trials >= 1")
+        limit, min_trials = failure_rule(self.cfg)
+        if not 0.0 <= limit <= 1.0:
+            raise bad("max_failure_rate", "a share in [0, 1]; 1.0 = never stop for failures; null for 0.5")
+        if min_trials < 1:
+            raise bad("failure_rate_min_trials", "a number of finished trials >= 1, or null")
         if self.cfg.get("diverged", "fail") not in ("fail", "worst"):
             raise bad("diverged", "fail | worst")
         if self.cfg.get("heartbeat_interval", 10) < 1:
@@ -147,6 +155,9 @@ class OptunaSweeper(Sweeper):
         node.pop("_partial_", None)  # hydra-optuna-sweeper's grid config is a partial; here the sweeper fills it
         node = {k: v for k, v in node.items() if v is not None}  # null: the class's own default
         key, kind = f"hydra.sweeper.{group}", f"optuna.{group}s.{base.__name__}"
+        if node["_target_"] in REMOVED:
+            raise ConfigError(f"{key}._target_", node["_target_"], REMOVED[node["_target_"]],
+                              "removed from Optuna 4")
         try:
             cls = get_object(node["_target_"])
         except Exception as err:  # noqa: BLE001 - any import failure is the same user error
@@ -300,13 +311,16 @@ class OptunaSweeper(Sweeper):
 
     def _n_trials(self, grid_kind: str | None, points: list | None, custom: Any, space: SearchSpace) -> int:
         n_trials = self.cfg.get("n_trials")
-        if not space.params and custom is None:
-            log.info("no parameter is searched (give some as choice(...), interval(...) ...): one trial")
-            return 1
         if points is not None:
             if n_trials is not None and n_trials > len(points):
                 log.info("n_trials=%d capped at the grid size %d", n_trials, len(points))
             return len(points) if n_trials is None else min(n_trials, len(points))
+        if not space.params and custom is None:
+            if n_trials is None:
+                log.info("no parameter is searched (give some as choice(...), interval(...) ...): one trial; "
+                         "hydra.sweeper.n_trials=N repeats the config N times")
+                return 1
+            return int(n_trials)  # repeats of one config (e.g. its seed variance), as hydra-optuna-sweeper runs
         if grid_kind is not None and custom is not None and n_trials is None:
             raise ConfigError("hydra.sweeper.n_trials", None, "a number of trials",
                               "with custom_search_space the grid size cannot be counted")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lightopt.errors import ConfigError
 from lightopt.run.training import run
 from tests.helpers import QUICK, compose_cfg, run_cli, train_in_process
 

@@ -32,11 +32,21 @@ def suggest_many(space, n=60, sampler=None):
 @pytest.mark.parametrize("line,dist", [
     ("a=choice(sgd,adam)", CategoricalDistribution(["sgd", "adam"])),
     ("a=choice(1,2.5,true)", CategoricalDistribution([1, 2.5, True])),
-    ("a=range(1,10,3)", IntDistribution(1, 7, step=3)),           # Hydra's range: stop excluded
-    ("a=range(0.1,0.5,0.1)", FloatDistribution(0.1, 0.4, step=0.1)),
+    # as hydra-optuna-sweeper reads them: a range includes its stop when the steps reach it
+    ("a=range(1,3)", IntDistribution(1, 3)),
+    ("a=range(1,10,3)", IntDistribution(1, 10, step=3)),
+    ("a=range(1,9,3)", IntDistribution(1, 7, step=3)),
+    ("a=range(0.5,5.5,step=1)", FloatDistribution(0.5, 5.5, step=1.0)),
+    ("a=range(0.1,0.5,0.1)", FloatDistribution(0.1, 0.5, step=0.1)),
     ("a=interval(0.8,0.99)", FloatDistribution(0.8, 0.99)),
+    ("a=interval(1,10)", FloatDistribution(1.0, 10.0)),
+    ("a=int(interval(1,10))", IntDistribution(1, 10)),
+    ("a=tag(log,int(interval(1,100)))", IntDistribution(1, 100, log=True)),
     ("a=tag(log,interval(1e-4,1e-1))", FloatDistribution(1e-4, 1e-1, log=True)),
-    ("a=tag(log,range(1,100))", IntDistribution(1, 99, log=True)),
+    ("a=tag(log,range(1,100))", IntDistribution(1, 100, log=True)),
+    # shuffle(...) is a categorical choice, in the declared order (the same distribution on every resume)
+    ("a=shuffle(range(1,4))", CategoricalDistribution([1, 2, 3])),
+    ("a=shuffle(choice(e,d,c,b,a))", CategoricalDistribution(["e", "d", "c", "b", "a"])),
 ])
 def test_sweep_syntax_gives_the_optuna_distribution(line, dist):
     param = parse_param(line)
@@ -123,7 +133,7 @@ def test_grid_counts_and_lists_each_distinct_point_once():
     assert space.grid_size() == len(points) == 18
     assert len({tuple(sorted(p.items())) for p in points}) == 18
     assert all(("optimizer.momentum" in p) == (p["optimizer"] in ("momentum", "nesterov")) for p in points)
-    assert build_search_space(arguments=["a=range(0,1,0.25)", "b=range(1,4)"]).grid_size() == 12
+    assert build_search_space(arguments=["a=range(0,1,0.25)", "b=range(1,4)"]).grid_size() == 20
 
 
 def test_grid_rejects_a_continuous_param_by_name():
