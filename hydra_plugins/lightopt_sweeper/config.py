@@ -38,6 +38,10 @@ class LightoptSweeperConf:
     grace_period: Optional[int] = 60
     gpu_per_trial: bool = False
     report: bool = True
+    enqueue: Optional[List[Any]] = None
+    warm_start: Any = None  # Any: OmegaConf cannot merge a dict given on the command line into a None Dict
+    timeout: Optional[float] = None
+    stop: Any = None
 
 
 ConfigStore.instance().store(group="hydra/sweeper/schema", name="lightopt", node=LightoptSweeperConf,

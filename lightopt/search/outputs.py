@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ def write_trials_csv(path: Path, rows: Sequence[TrialRow], n_objectives: int, ob
                      first_params: Sequence[str] = ()) -> None:
     """One line per trial (rewritten whole, through a temporary file so a reader never sees half of it)."""
     table = trial_table(rows, n_objectives, objectives, first_params)
-    tmp = path.with_suffix(".csv.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one per sweep process sharing the dir
     with open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(table.columns)
@@ -34,8 +35,9 @@ def write_trials_csv(path: Path, rows: Sequence[TrialRow], n_objectives: int, ob
 
 
 def write_optimization_results(path: Path, study: optuna.Study, trials: Sequence[FrozenTrial],
-                               storage_url: str) -> None:
-    """Best parameters and value (one objective) or the Pareto front (several), as hydra-optuna-sweeper."""
+                               storage_url: str, ended: str | None = None) -> None:
+    """Best parameters and value (one objective) or the Pareto front (several), as hydra-optuna-sweeper; ``ended``:
+    why the sweep stopped before ``n_trials`` (a timeout, no improvement), if it did."""
     out: dict[str, Any] = {"name": "optuna"}
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if len(study.directions) == 1:
@@ -51,7 +53,9 @@ def write_optimization_results(path: Path, study: optuna.Study, trials: Sequence
     out["study_name"] = study.study_name
     out["storage"] = hide_password(storage_url)
     out["trials"] = state_counts(trial_rows(trials))
-    tmp = path.with_suffix(".yaml.tmp")
+    if ended is not None:
+        out["ended"] = ended
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     OmegaConf.save(OmegaConf.create(out), tmp)
     tmp.replace(path)
 

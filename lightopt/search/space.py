@@ -80,6 +80,26 @@ class Param:
                     return text
         return value_text(value)
 
+    def fits(self, value: Any) -> bool:
+        """Whether ``value`` (as a config gives it) lies in this parameter's space."""
+        from optuna.distributions import CategoricalDistribution, IntDistribution
+
+        d = self.distribution
+        if isinstance(d, CategoricalDistribution):
+            encoded = self.encode(value)
+            return any(type(c) is type(encoded) and c == encoded for c in d.choices)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        if isinstance(d, IntDistribution) and not isinstance(value, int):
+            return False
+        if not d.low <= value <= d.high:
+            return False
+        return d.step is None or abs((value - d.low) / d.step - round((value - d.low) / d.step)) < 1e-9
+
+    def encode(self, value: Any) -> Any:
+        """``value`` as Optuna holds it: a choice of lists or dicts by its override text."""
+        return value if isinstance(value, _SCALARS) or value is None else value_text(value)
+
     def override(self, value: Any) -> str:
         return f"{self.key}={self.text(value)}"
 

@@ -14,7 +14,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,9 @@ from lightopt.formatting import error_text, fmt
 from lightopt.search.locks import Heartbeat, StudyLock
 from lightopt.search.outcome import FINISHED_STATUSES, Outcome, judge
 from lightopt.search.outputs import print_summary, write_optimization_results, write_trials_csv
+from lightopt.search.seeding import ran_trials
 from lightopt.search.space import SearchSpace, value_text
+from lightopt.search.stopping import StopRules
 from lightopt.search.trials import state_counts, trial_rows
 from lightopt.storage import hide_password
 
@@ -91,6 +93,7 @@ class SweepPlan:
     make_sampler: Callable[[int], optuna.samplers.BaseSampler]  # seed offset -> sampler
     gpu_overrides: Callable[[int], list[str]]  # slot in the batch -> device overrides
     entry_point: tuple[str, ...] = ()
+    stop_rules: StopRules = field(default_factory=StopRules)
 
 
 class SweepLoop:
@@ -109,6 +112,7 @@ class SweepLoop:
         self.numeric_keys = {p.key for p in plan.space.params if p.texts is None}
         self.composed: dict[tuple[str, ...], DictConfig] = {}
         self.last_error: str | None = None
+        self.ended: str | None = None  # why no further trial started, when not n_trials
 
     # ---------------------------------------------------------------- reservation
 
@@ -123,8 +127,12 @@ class SweepLoop:
                 # suggestions of the first (a fresh sweep keeps the configured seed).
                 self.study.sampler = self.plan.make_sampler(len(trials))
                 self.sampler_ready = True
-            n = min(int(self.cfg.get("n_jobs", 1)), self.n_trials - len(trials))
+            n = min(int(self.cfg.get("n_jobs", 1)), self.n_trials - len(ran_trials(trials)))
             if n <= 0 or self.exhausted:
+                return None
+            reason = self.plan.stop_rules.reason(trials, self.directions == ["maximize"])
+            if reason is not None:
+                self.ended = reason
                 return None
             taken = self._taken(trials) if self.grid_points is not None else set()
             batch = [p for p in (self._new_trial(slot, taken) for slot in range(n)) if p is not None]
@@ -269,7 +277,7 @@ class SweepLoop:
 
     def _progress(self, number: int, outcome: Outcome) -> None:
         trials = self.study.get_trials(deepcopy=False)
-        finished = sum(t.state.is_finished() for t in trials)
+        finished = sum(t.state.is_finished() for t in ran_trials(trials))
         head = f"trial {finished}/{self.n_trials} (#{number}): {outcome.state.name}"
         values = outcome.values
         if outcome.state == TrialState.PRUNED:  # Optuna keeps its last intermediate value
@@ -293,11 +301,12 @@ class SweepLoop:
         trials = self.study.get_trials(deepcopy=False)
         write_trials_csv(self.sweep_dir / "trials.csv", trial_rows(trials), len(self.directions), self.objectives,
                          self.space.names)
-        write_optimization_results(self.sweep_dir / "optimization_results.yaml", self.study, trials, self.storage_url)
+        write_optimization_results(self.sweep_dir / "optimization_results.yaml", self.study, trials, self.storage_url,
+                                   self.ended)
         return trials
 
     def _check_failures(self) -> None:
-        trials = self.study.get_trials(deepcopy=False)
+        trials = ran_trials(self.study.get_trials(deepcopy=False))
         finished = [t for t in trials if t.state.is_finished()]
         failed = sum(t.state == TrialState.FAIL for t in finished)
         limit, min_trials = failure_rule(self.cfg)
@@ -332,6 +341,8 @@ class SweepLoop:
                     err.__traceback__ = None
                     gc.collect()
                 self._stop(batch, err)
+        if self.ended is not None:
+            log.info("sweep ended early: %s", self.ended)
         trials = self._write_outputs()
         running = [t.number for t in trials if t.state == TrialState.RUNNING]
         if running:
@@ -339,8 +350,9 @@ class SweepLoop:
         log.info("%d trials in study %s: %s; outputs in %s", len(trials), self.study_name,
                  state_counts(trial_rows(trials)), self.sweep_dir)
         print_summary(self.study, trials, self.space.names, self.objectives)
-        failed = sum(t.state == TrialState.FAIL for t in trials)
-        if failed and not running and not any(t.state == TrialState.COMPLETE for t in trials):
+        own = ran_trials(trials)
+        failed = sum(t.state == TrialState.FAIL for t in own)
+        if failed and not running and not any(t.state == TrialState.COMPLETE for t in own):
             raise SweepStopped(f"sweep ended with no completed trial ({failed} failed); the sweep looks broken. "
                                f"Last error: {self.last_error}. Outputs in {self.sweep_dir}", EXIT_SWEEP_FAILED)
         return returns

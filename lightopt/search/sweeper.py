@@ -31,7 +31,9 @@ from lightopt.formatting import error_text
 from lightopt.objective import DIRECTIONS, metric_direction
 from lightopt.run.ranks import own_entry_point
 from lightopt.search.locks import StudyLock
+from lightopt.search.seeding import enqueue, enqueued_line, ran_trials, warm_start
 from lightopt.search.space import SearchSpace, build_search_space
+from lightopt.search.stopping import StopRules
 from lightopt.search.study_loop import SweepLoop, SweepPlan, SweepStopped, failure_rule, quiet_experimental
 from lightopt.storage import (
     PASSWORD_ENV,
@@ -239,6 +241,7 @@ class OptunaSweeper(Sweeper):
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
 
         directions, objectives = self._directions()
+        stop_rules = StopRules.of(self.cfg, len(directions))
         space = build_search_space(self._get("params"), arguments, self._get("conditional"),
                                    self._get("search_space"), self.hydra_context.config_loader)
         custom = self._custom_search_space()
@@ -267,9 +270,14 @@ class OptunaSweeper(Sweeper):
         try:
             study = self._open_study(storage, study_name, directions, pruner, lock)
             _check_run_dirs_known(sweep_dir, study, hide_password(storage_url))
-            log.info("study %s in %s: %d of %d trials exist; sampler %s, pruner %s, %d at a time",
-                     study_name, hide_password(storage_url), len(study.get_trials(deepcopy=False)), n_trials,
-                     (self._get("sampler") or {}).get("_target_"), type(pruner).__name__, self.cfg.get("n_jobs", 1))
+            existing = len(ran_trials(study.get_trials(deepcopy=False)))
+            with lock.reserving():  # one process seeds a new study
+                seeded = [warm_start(study, space, self._get("warm_start"), storage_url),
+                          enqueued_line(enqueue(study, space, self._get("enqueue")))]
+            log.info("study %s in %s: %d of %d trials exist; sampler %s, pruner %s, %d at a time%s",
+                     study_name, hide_password(storage_url), existing, n_trials,
+                     (self._get("sampler") or {}).get("_target_"), type(pruner).__name__, self.cfg.get("n_jobs", 1),
+                     "".join(f"; {line}" for line in seeded if line))
             log.info("search space: %s; fixed: %s", ", ".join(f"{p.name}={p.source}" + (" (conditional)" if p.when
                      else "") for p in space.params) or "(none)", " ".join(space.fixed) or "(none)")
             run = SweepLoop(SweepPlan(
@@ -278,7 +286,7 @@ class OptunaSweeper(Sweeper):
                 n_trials=n_trials, directions=directions, objectives=objectives, sweep_dir=sweep_dir,
                 storage_url=storage_url, study_name=study_name, grid_points=grid_points, pruner=self._get("pruner"),
                 make_sampler=lambda offset: self._instantiate("sampler", self._grid_extra(grid_kind, space), offset),
-                gpu_overrides=self._gpu_overrides,
+                gpu_overrides=self._gpu_overrides, stop_rules=stop_rules,
                 # a DDP trial run by a parallel launcher's worker starts its extra ranks with this program's command
                 entry_point=tuple(own_entry_point())))
             try:
