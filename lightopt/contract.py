@@ -67,6 +67,8 @@ class TrialContext:
         searched: the config keys the sweep searched, by which trackers name the run.
         entry_point: the command that started the sweep, with which the job's DDP ranks are started.
         run_dir: the job's run directory, where the context and the job's results.json lie.
+        threads: the CPU threads the job's torch may use (the machine's cores shared among the trials running at
+            once), or None to leave torch's own choice.
     """
 
     storage: str
@@ -76,6 +78,7 @@ class TrialContext:
     searched: tuple[str, ...] = ()
     entry_point: tuple[str, ...] = ()
     run_dir: str | None = None
+    threads: int | None = None
 
     def write(self, run_dir: str | Path) -> Path:
         path = Path(run_dir)
@@ -91,7 +94,8 @@ class TrialContext:
         except FileNotFoundError:
             return None
         return cls(str(data["storage"]), str(data["study_name"]), int(data["number"]), data.get("pruner"),
-                   tuple(data.get("searched") or ()), tuple(data.get("entry_point") or ()), str(Path(run_dir)))
+                   tuple(data.get("searched") or ()), tuple(data.get("entry_point") or ()), str(Path(run_dir)),
+                   data.get("threads"))
 
     @classmethod
     def current(cls) -> TrialContext | None:

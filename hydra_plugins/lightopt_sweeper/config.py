@@ -25,6 +25,7 @@ class LightoptSweeperConf:
     storage: Optional[str] = None
     n_trials: Optional[int] = None
     n_jobs: int = 1
+    worker: Optional[int] = None
     seed: Optional[int] = 0
     max_failure_rate: Optional[float] = None
     failure_rate_min_trials: Optional[int] = None

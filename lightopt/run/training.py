@@ -95,6 +95,8 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
 
 def build(cfg: DictConfig, settings: RunSettings, out_dir: Path) -> BuiltRun:
     """Seed, then build data, model, loss, callbacks, loggers and trainer, and scale the lr for the global batch."""
+    if settings.trial is not None and settings.trial.threads is not None:
+        torch.set_num_threads(settings.trial.threads)  # the machine's cores are shared by the sweep's trials in flight
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = configured("data", cfg.data)

@@ -33,11 +33,13 @@ from lightopt.search.seeding import ran_trials
 from lightopt.search.space import SearchSpace, value_text
 from lightopt.search.stopping import StopRules
 from lightopt.search.trials import state_counts, trial_rows
+from lightopt.search.workers import Workers
 from lightopt.storage import hide_password
 
 log = logging.getLogger(__name__)
 
 EXIT_SWEEP_FAILED = 1
+DIED = "its sweep process died"  # the error of a trial left RUNNING by a sweep process that died
 
 
 def failure_rule(cfg: Any) -> tuple[float, int]:
@@ -91,9 +93,11 @@ class SweepPlan:
     grid_points: list[dict[str, Any]] | None
     pruner: dict[str, Any] | None  # the pruner config the jobs rebuild
     make_sampler: Callable[[int], optuna.samplers.BaseSampler]  # seed offset -> sampler
-    gpu_overrides: Callable[[int], list[str]]  # slot in the batch -> device overrides
     entry_point: tuple[str, ...] = ()
     stop_rules: StopRules = field(default_factory=StopRules)
+    device_overrides: list[str] = field(default_factory=list)  # this process's trainer.devices (gpu_per_trial)
+    threads: int | None = None  # torch threads per trial (cores shared by n_jobs trials), None for torch's own
+    worker_commands: list[list[str]] = field(default_factory=list)  # the worker processes this process starts
 
 
 class SweepLoop:
@@ -113,6 +117,7 @@ class SweepLoop:
         self.composed: dict[tuple[str, ...], DictConfig] = {}
         self.last_error: str | None = None
         self.ended: str | None = None  # why no further trial started, when not n_trials
+        self.workers: Workers | None = None
 
     # ---------------------------------------------------------------- reservation
 
@@ -127,7 +132,8 @@ class SweepLoop:
                 # suggestions of the first (a fresh sweep keeps the configured seed).
                 self.study.sampler = self.plan.make_sampler(len(trials))
                 self.sampler_ready = True
-            n = min(int(self.cfg.get("n_jobs", 1)), self.n_trials - len(ran_trials(trials)))
+            # one trial at a time per process: with n_jobs > 1 the other trials in flight are the workers'
+            n = min(1, self.n_trials - len(ran_trials(trials)))
             if n <= 0 or self.exhausted:
                 return None
             reason = self.plan.stop_rules.reason(trials, self.directions == ["maximize"])
@@ -135,7 +141,7 @@ class SweepLoop:
                 self.ended = reason
                 return None
             taken = self._taken(trials) if self.grid_points is not None else set()
-            batch = [p for p in (self._new_trial(slot, taken) for slot in range(n)) if p is not None]
+            batch = [p for p in (self._new_trial(taken) for _ in range(n)) if p is not None]
             return None if self.exhausted and not batch else batch
 
     def _point_key(self, params: Mapping[str, Any]) -> frozenset:
@@ -146,7 +152,7 @@ class SweepLoop:
         return {self._point_key(t.params if t.state != TrialState.WAITING else t.system_attrs.get("fixed_params", {}))
                 for t in trials}
 
-    def _new_trial(self, slot: int, taken: set) -> Pending | None:
+    def _new_trial(self, taken: set) -> Pending | None:
         study = self.study
         if self.grid_points is not None and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
             point = next((p for p in self.grid_points if self._point_key(p) not in taken), None)
@@ -170,8 +176,8 @@ class SweepLoop:
         trial.set_user_attr("overrides", overrides)
         keys = tuple(line.split("=", 1)[0].lstrip("+~") for line in overrides)
         context = TrialContext(hide_password(self.storage_url), self.study_name, trial.number, self.plan.pruner, keys,
-                               self.plan.entry_point)
-        searched = [*overrides, *self.plan.gpu_overrides(slot)]
+                               self.plan.entry_point, threads=self.plan.threads)
+        searched = [*overrides, *self.plan.device_overrides]
         shape = tuple(key if (key := line.split("=", 1)[0]) in self.numeric_keys else line for line in searched)
         return Pending(trial, [*self.space.fixed, *searched], context, shape=shape)
 
@@ -307,7 +313,9 @@ class SweepLoop:
 
     def _check_failures(self) -> None:
         trials = ran_trials(self.study.get_trials(deepcopy=False))
-        finished = [t for t in trials if t.state.is_finished()]
+        # a trial stopped by a signal or by its sweep process's death says nothing about the search
+        finished = [t for t in trials if t.state.is_finished() and t.user_attrs.get("status") != "interrupted"
+                    and t.user_attrs.get("error") != DIED]
         failed = sum(t.state == TrialState.FAIL for t in finished)
         limit, min_trials = failure_rule(self.cfg)
         if len(finished) >= min_trials and failed / len(finished) > limit:
@@ -321,6 +329,7 @@ class SweepLoop:
         batch: list[Pending] = []
         with self._sigint_flag():
             try:
+                self._start_workers()
                 while True:
                     reserved = self._reserve()
                     if reserved is None:
@@ -332,7 +341,9 @@ class SweepLoop:
                                        self.cfg.get("heartbeat_interval", 10)):
                             returns += self._launch(ready)
                     self._check_failures()
+                self._wait_for_workers()
             except SweepStopped:
+                self._end_workers()
                 raise
             except BaseException as err:  # noqa: BLE001 - Ctrl-C, a job calling sys.exit: stop cleanly
                 if self.interrupted or isinstance(err, KeyboardInterrupt):
@@ -371,6 +382,29 @@ class SweepLoop:
         except Exception as err:  # noqa: BLE001 - e.g. matplotlib missing
             log.warning("no sweep report: %s", error_text(err))
 
+    def _start_workers(self) -> None:
+        if self.plan.worker_commands:
+            self.workers = Workers.start(self.plan.worker_commands, self.sweep_dir)
+            log.info("%d more sweep processes run trials on this study (their logs: %s)", len(self.workers.processes),
+                     ", ".join(p.name for p in self.workers.logs))
+
+    def _wait_for_workers(self) -> None:
+        """This process starts no more trials: wait for the workers' last ones (their results are in the study)."""
+        if self.workers is None:
+            return
+        codes = self.workers.wait()
+        failed = [(log_path.name, code) for log_path, code in zip(self.workers.logs, codes, strict=True) if code]
+        if failed:
+            log.warning("worker processes ended with an error: %s", ", ".join(f"{n} (exit {c})" for n, c in failed))
+
+    def _end_workers(self, signum: int = signal.SIGTERM) -> None:
+        """Stop the workers as this process stops (their running trials are recorded) and wait for them."""
+        if self.workers is None:
+            return
+        self.workers.stop(signum)
+        if None in self.workers.wait(timeout=120):
+            self.workers.stop(signal.SIGKILL)
+
     @contextlib.contextmanager
     def _sigint_flag(self) -> Iterator[None]:
         """Note Ctrl-C or SIGTERM before it turns into KeyboardInterrupt (Lightning turns that into SystemExit(1));
@@ -402,6 +436,7 @@ class SweepLoop:
         why = ("interrupted (SIGTERM)" if sigterm else "interrupted (Ctrl-C)") if interrupted else (
             f"sweep stopped by {error_text(err)}")
         self._tell_unfinished(batch, why, "interrupted")
+        self._end_workers(signal.SIGTERM if sigterm or not interrupted else signal.SIGINT)
         if interrupted:
             raise SweepStopped(f"sweep {why}: finished trials are kept in {self.sweep_dir}; run the same command "
                                "again to resume", EXIT_SIGTERM if sigterm else EXIT_SIGINT) from None

@@ -34,7 +34,8 @@ from lightopt.search.locks import StudyLock
 from lightopt.search.seeding import enqueue, enqueued_line, ran_trials, warm_start
 from lightopt.search.space import SearchSpace, build_search_space
 from lightopt.search.stopping import StopRules
-from lightopt.search.study_loop import SweepLoop, SweepPlan, SweepStopped, failure_rule, quiet_experimental
+from lightopt.search.study_loop import DIED, SweepLoop, SweepPlan, SweepStopped, failure_rule, quiet_experimental
+from lightopt.search.workers import cpu_threads, worker_command
 from lightopt.storage import (
     PASSWORD_ENV,
     hide_password,
@@ -118,6 +119,10 @@ class OptunaSweeper(Sweeper):
             raise bad("n_trials", "a number of trials >= 1, or null")
         if self.cfg.get("n_jobs", 1) < 1:
             raise bad("n_jobs", "a number of trials at a time >= 1")
+        worker = self.cfg.get("worker")
+        if worker is not None and not 1 <= worker < self.cfg.get("n_jobs", 1):
+            raise bad("worker", f"null, or 1 to n_jobs - 1 = {self.cfg.get('n_jobs', 1) - 1} (set by the first "
+                      "process on the workers it starts)")
         limit, min_trials = failure_rule(self.cfg)
         if not 0.0 <= limit <= 1.0:
             raise bad("max_failure_rate", "a share in [0, 1]; 1.0 = never stop for failures; null for 0.5")
@@ -238,7 +243,9 @@ class OptunaSweeper(Sweeper):
         assert self.config is not None and self.hydra_context is not None and self.launcher is not None
         self._check()
         sweep_dir = writable_dir("hydra.sweep.dir", Path(str(self.config.hydra.sweep.dir)).absolute())
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        worker = self.cfg.get("worker")
+        if worker is None:  # the first process's config: a worker's differs only in what it was told
+            OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
 
         directions, objectives = self._directions()
         stop_rules = StopRules.of(self.cfg, len(directions))
@@ -259,13 +266,7 @@ class OptunaSweeper(Sweeper):
         interval = int(self.cfg.get("heartbeat_interval", 10))
         storage = open_storage(storage_url, interval, self.cfg.get("grace_period"))
         if not self.cfg.get("storage"):
-            # Trial numbers name the run directories: a second study in this sweep directory would reuse them.
-            others = sorted({s.study_name for s in storage.get_all_studies()} - {study_name})
-            if others:
-                raise ConfigError("hydra.sweep.dir", str(sweep_dir), "a new directory for a different search, or "
-                                  f"hydra.sweeper.study_name={others[0]} to continue that study",
-                                  f"it holds study {others[0]}, whose search space, fixed overrides or directions "
-                                  f"differ from this one's ({study_name})")
+            _check_one_study_per_dir(sweep_dir, storage, study_name)
         lock = StudyLock.for_storage(storage_url, storage, study_name)
         try:
             study = self._open_study(storage, study_name, directions, pruner, lock)
@@ -286,15 +287,26 @@ class OptunaSweeper(Sweeper):
                 n_trials=n_trials, directions=directions, objectives=objectives, sweep_dir=sweep_dir,
                 storage_url=storage_url, study_name=study_name, grid_points=grid_points, pruner=self._get("pruner"),
                 make_sampler=lambda offset: self._instantiate("sampler", self._grid_extra(grid_kind, space), offset),
-                gpu_overrides=self._gpu_overrides, stop_rules=stop_rules,
+                stop_rules=stop_rules, device_overrides=self._gpu_overrides(worker or 0),
+                threads=cpu_threads(int(self.cfg.get("n_jobs", 1))),
+                worker_commands=self._worker_commands(study_name, storage_url, sweep_dir),
                 # a DDP trial run by a parallel launcher's worker starts its extra ranks with this program's command
                 entry_point=tuple(own_entry_point())))
             try:
                 return run.loop()
             finally:  # stopped sweeps (failures, Ctrl-C) get their report too
-                run.report()
+                if worker is None:
+                    run.report()
         finally:
             lock.close()
+
+    def _worker_commands(self, study_name: str, storage_url: str, sweep_dir: Path) -> list[list[str]]:
+        """The commands of the n_jobs - 1 workers the first process starts (none in a worker)."""
+        if self.cfg.get("worker") is not None:
+            return []
+        return [worker_command(own_entry_point(), sys.argv[1:], k, study_name=study_name,
+                               storage=hide_password(storage_url), sweep_dir=sweep_dir)
+                for k in range(1, int(self.cfg.get("n_jobs", 1)))]
 
     def _grid_extra(self, grid_kind: str | None, space: SearchSpace) -> dict[str, Any]:
         return {"search_space": space.grid_search_space()} if grid_kind == "grid" else {}
@@ -346,7 +358,7 @@ class OptunaSweeper(Sweeper):
             # No other sweep process holds the storage's lock: trials still RUNNING belong to a dead sweep.
             for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                 with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-                    study._storage.set_trial_user_attr(t._trial_id, "error", "its sweep process died")
+                    study._storage.set_trial_user_attr(t._trial_id, "error", DIED)
                     study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
                     log.warning("trial %d was left running by a sweep that died: marked FAIL", t.number)
         return study
@@ -399,6 +411,16 @@ class OptunaSweeper(Sweeper):
         overrides = OverridesParser.create().parse_overrides(list(self.config.hydra.overrides.hydra))
         prefix = f"{where}."
         return {o.key_or_group[len(prefix):].split(".")[0] for o in overrides if o.key_or_group.startswith(prefix)}
+
+
+def _check_one_study_per_dir(sweep_dir: Path, storage: optuna.storages.RDBStorage, study_name: str) -> None:
+    """Trial numbers name the run directories: a second study in this sweep directory would reuse them."""
+    others = sorted({s.study_name for s in storage.get_all_studies()} - {study_name})
+    if others:
+        raise ConfigError("hydra.sweep.dir", str(sweep_dir), "a new directory for a different search, or "
+                          f"hydra.sweeper.study_name={others[0]} to continue that study",
+                          f"it holds study {others[0]}, whose search space, fixed overrides or directions "
+                          f"differ from this one's ({study_name})")
 
 
 def _check_run_dirs_known(sweep_dir: Path, study: optuna.Study, storage_shown: str) -> None:

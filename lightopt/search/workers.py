@@ -9,7 +9,6 @@ directory. The loop each process runs is :mod:`lightopt.search.study_loop`'s.
 
 from __future__ import annotations
 
-import logging
 import signal
 import subprocess
 import time
@@ -17,22 +16,35 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+
+def worker_command(entry: Sequence[str], arguments: Sequence[str], k: int, *, study_name: str, storage: str,
+                   sweep_dir: Path) -> list[str]:
+    """The command line of worker ``k``: the sweep's own command, with its study, storage and directory resolved
+    (a timestamped ``hydra.sweep.dir`` or a study name hashed from the space would differ in a later process)."""
+    from lightopt.search.space import quote
+
+    return [*entry, *arguments, f"hydra.sweeper.worker={k}", f"hydra.sweeper.study_name={quote(study_name)}",
+            f"hydra.sweeper.storage={quote(storage)}", f"hydra.sweep.dir={quote(str(sweep_dir))}"]
 
 
-def worker_command(entry: Sequence[str], arguments: Sequence[str], *, study_name: str, storage: str, sweep_dir: Path,
-                   extra: Sequence[str] = ()) -> list[str]:
-    """The command line of one worker: the sweep's command, its settings resolved, one trial at a time."""
-    return [
-        *entry, *arguments,
-        "hydra.sweeper.n_jobs=1",
-        "hydra.sweeper.report=false",  # the first process writes the report once every worker ended
-        f"hydra.sweeper.study_name={study_name}",
-        # quoted: Hydra's override grammar would split a path or URL holding '=' or ','
-        f"hydra.sweeper.storage='{storage}'",
-        f"hydra.sweep.dir='{sweep_dir}'",
-        *extra,
-    ]
+def _end_with_parent() -> None:
+    """In the worker, before it starts: SIGTERM when the first process dies (Linux), so that a killed sweep leaves
+    no worker running on; the worker then records its trial as interrupted, like any stopped sweep."""
+    import ctypes
+    import sys
+
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def cpu_threads(n_jobs: int) -> int | None:
+    """Torch threads per trial when ``n_jobs`` trials share this machine's cores; None for one trial at a time."""
+    import os
+
+    if n_jobs < 2:
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // n_jobs)
 
 
 @dataclass
@@ -49,7 +61,7 @@ class Workers:
             path = sweep_dir / f"worker-{k}.log"
             with open(path, "ab") as out:
                 workers.processes.append(subprocess.Popen(list(command), stdout=out, stderr=subprocess.STDOUT,
-                                                          stdin=subprocess.DEVNULL))
+                                                          stdin=subprocess.DEVNULL, preexec_fn=_end_with_parent))
             workers.logs.append(path)
         return workers
 
