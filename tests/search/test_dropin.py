@@ -89,3 +89,13 @@ def test_a_trial_that_never_validated_fails_with_the_reason(tmp_path):
     (row,) = rows(tmp_path)
     assert row["state"] == "FAIL" and row["status"] == "failed"
     assert "no validation before training ended at step 1" in (tmp_path / "0" / "results.json").read_text()
+
+
+def test_the_same_syntax_searches_train_py_config_keys_and_groups(tmp_path):
+    sweep_in_process(tmp_path, bowl, "model.width=int(interval(16,64))", "data.batch_size=range(32,64,32)",
+                     "optimizer=shuffle(choice(sgd,adam))", LR, "hydra/sweeper/sampler=random",
+                     "hydra.sweeper.n_trials=6")
+    table = rows(tmp_path)
+    assert len(table) == 6
+    assert all(r["model.width"].isdigit() and 16 <= int(r["model.width"]) <= 64 for r in table)
+    assert {r["data.batch_size"] for r in table} <= {"32", "64"} and {r["optimizer"] for r in table} <= {"sgd", "adam"}

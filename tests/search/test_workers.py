@@ -57,3 +57,26 @@ def test_sigterm_stops_the_workers_too_and_a_rerun_completes_exactly_n_trials(tm
     assert again.returncode == 0, again.stderr[-2000:]
     states = [t.state.name for t in sorted(study_of(sweep_dir).trials, key=lambda t: t.number)]
     assert states == ["FAIL", "FAIL", "COMPLETE", "COMPLETE"]  # interrupted trials count in n_trials, not as failures
+
+
+def test_a_killed_sweep_stops_its_worker_and_resumes_to_exactly_n_trials(tmp_path):
+    sweep_dir = tmp_path / "s"
+    args = [sys.executable, str(TINY_APP), "-m", "x=interval(0,2)", "sleep=3", "hydra.sweeper.n_trials=4",
+            "hydra.sweeper.n_jobs=2", f"hydra.sweep.dir={sweep_dir}"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not ((sweep_dir / "0" / ".hydra").is_dir() and (sweep_dir / "1" / ".hydra").is_dir()):
+        assert proc.poll() is None and time.monotonic() < deadline, "two trials did not start"
+        time.sleep(0.05)
+    proc.kill()  # SIGKILL: no bookkeeping in the first process
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 60
+    while "sweep interrupted (SIGTERM)" not in (sweep_dir / "worker-1.log").read_text():  # told by the kernel
+        assert time.monotonic() < deadline, "the worker went on after its first process died"
+        time.sleep(0.1)
+    again = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr[-2000:]
+    trials = sorted(study_of(sweep_dir).trials, key=lambda t: t.number)
+    assert [t.state.name for t in trials] == ["FAIL", "FAIL", "COMPLETE", "COMPLETE"]
+    assert {t.user_attrs["error"] for t in trials[:2]} == {"its sweep process died", "interrupted (SIGTERM)"}
