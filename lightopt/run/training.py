@@ -196,10 +196,24 @@ def _save_last(built: BuiltRun) -> None:
     if not built.cfg.checkpoint.get("enabled", True) or built.trainer.global_step == 0:
         return
     path = built.out_dir / "checkpoints" / f"{LAST_CHECKPOINT}.ckpt"
+    if _saved_step(path) == built.trainer.global_step:
+        # Lightning's own checkpoint at the end of the last training epoch holds this step already, in a loop
+        # state it resumes from exactly; one saved now, between epochs, would resume an epoch short
+        return
     try:
         built.trainer.save_checkpoint(path)
     except Exception as err:  # noqa: BLE001 - the run's outcome is still recorded; say what is missing
         log.warning("could not write %s: %s", path, error_text(err))
+
+
+def _saved_step(path: Path) -> int | None:
+    """The ``global_step`` of the checkpoint at ``path``, None when there is none (or it does not load)."""
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("global_step")
+    except Exception:  # noqa: BLE001 - a damaged file is replaced
+        return None
 
 
 def _check_checkpoints_written(built: BuiltRun) -> None:

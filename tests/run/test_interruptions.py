@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 
-from tests.helpers import QUICK, ROOT, run_cli, wait_for
+from tests.helpers import QUICK, ROOT, compose_cfg, run_cli, wait_for
 
 LONG = [*QUICK, "trainer.max_epochs=200"]  # far longer than the test waits
 
@@ -47,3 +48,30 @@ def test_an_interrupted_run_records_itself_and_resumes(tmp_path, signum, code):
     done = json.loads((tmp_path / "resumed" / "results.json").read_text())
     # a signal landing between an optimizer step and Lightning's count of it replays that one step on resume
     assert done["status"] == "completed" and done["global_step"] - 5 * epochs in (0, 1)
+
+
+class InterruptAtEpochStart(Callback):
+    """Ctrl-C as epoch ``epoch`` starts: between two epochs, after the last one's validation."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_a_run_interrupted_between_epochs_resumes_to_every_epoch_asked(tmp_path, monkeypatch):
+    from lightopt.run import training
+
+    callbacks = training._callbacks
+    monkeypatch.setattr(training, "_callbacks", lambda *a: [*callbacks(*a), InterruptAtEpochStart(3)])
+    with pytest.raises(SystemExit) as exit_:
+        training.run(compose_cfg(*QUICK, "logger=none", "trainer.max_epochs=10"), tmp_path / "run")
+    assert exit_.value.code == 130
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["global_step"] == 15  # 3 epochs of 5
+    monkeypatch.setattr(training, "_callbacks", callbacks)
+    training.run(compose_cfg(*QUICK, "logger=none", "trainer.max_epochs=5",
+                             f"ckpt_path={tmp_path / 'run' / 'checkpoints' / 'last.ckpt'}"), tmp_path / "resumed")
+    done = json.loads((tmp_path / "resumed" / "results.json").read_text())
+    assert (done["status"], done["global_step"], done["epochs"]) == ("completed", 25, 5)
