@@ -60,10 +60,10 @@ def with_warmup(main, warmup: int, total: int = T, lr0: float = LR0):
     return lr
 
 
-def sgdr(s, c, mult, decay, lr0=LR0, min_lr=0.0):
-    """SGDR by walking the cycles one by one."""
+def sgdr(s, c, mult, decay, lr0=LR0, min_lr=0.0, tm=T):
+    """SGDR by walking the cycles one by one; at the horizon tm a restart is not taken."""
     start, length, peak = 0.0, float(c), lr0
-    while s >= start + length:
+    while s > start + length or (s == start + length and s < tm):
         start += length
         length *= mult
         peak *= decay
@@ -72,13 +72,14 @@ def sgdr(s, c, mult, decay, lr0=LR0, min_lr=0.0):
 
 
 def one_cycle(s, tm, pct=0.3, div=25.0, final_div=1e4, shape="cos", lr0=LR0):
-    r = math.floor(pct * tm + 0.5)
+    """As torch's OneCycleLR: the peak at step pct * tm - 1, the final lr at step tm - 1 (then held)."""
+    peak, last = pct * tm - 1, tm - 1
     lo, end = lr0 / div, lr0 / div / final_div
 
     def go(a, b, x):
         return b + 0.5 * (a - b) * (1 + math.cos(math.pi * x)) if shape == "cos" else a + (b - a) * x
 
-    return go(lo, LR0, s / r) if s < r else go(LR0, end, (s - r) / (tm - r))
+    return go(lo, LR0, s / peak) if s <= peak else go(LR0, end, min(1.0, (s - peak) / (last - peak)))
 
 
 def wsd_lr(s, tm, d, final, shape):
@@ -176,11 +177,59 @@ def test_cosine_restarts_jumps_back_at_cycle_boundaries():
     assert got[20] == pytest.approx(LR0 / 4)  # half-way through cycle 1: (lr0/2) * (1 + cos(pi/2)) / 2
 
 
-def test_onecycle_peaks_at_pct_start():
+def test_onecycle_peaks_at_pct_start_and_ends_on_the_last_step():
     got = [lr for lr, _ in lrs_of({"name": "onecycle", "pct_start": 0.3}, total=100, steps=101)]
     assert got[0] == pytest.approx(LR0 / 25)
-    assert max(got) == pytest.approx(LR0) and got.index(max(got)) == 30
-    assert got[100] == pytest.approx(LR0 / 25 / 1e4)
+    assert max(got) == pytest.approx(LR0) and got.index(max(got)) == 29  # torch's peak: pct_start * T - 1
+    assert got[99] == pytest.approx(LR0 / 25 / 1e4) and got[100] == got[99]  # reached on the last step taken
+
+
+def torch_lrs(make, total: int) -> list[float]:
+    """The lr of each of ``total`` steps under one of torch's own schedulers, stepped once per step."""
+    opt = make_optimizer(mults=(1.0,))
+    scheduler = make(opt)
+    out = []
+    for t in range(total):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        if t < total - 1:
+            scheduler.step()
+    return out
+
+
+@pytest.mark.parametrize("total,pct,shape", [(10, 0.3, "cos"), (100, 0.25, "linear"), (7, 0.5, "cos"),
+                                             (3, 0.3, "cos"), (50, 0.0, "cos")])
+def test_onecycle_equals_torch_one_cycle_lr_at_every_step(total, pct, shape):
+    expected = torch_lrs(lambda opt: torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=LR0, total_steps=total, pct_start=pct, anneal_strategy=shape, cycle_momentum=False), total)
+    got = [lr for lr, in lrs_of({"name": "onecycle", "pct_start": pct, "anneal": "linear" if shape == "linear"
+                                 else "cos"}, total=total, steps=total, mults=(1.0,))]
+    assert got == pytest.approx(expected, rel=1e-12, abs=1e-18)
+
+
+@pytest.mark.parametrize("cycle,mult", [(5, 1), (7, 2), (3, 3)])
+def test_cosine_restarts_equals_torch_warm_restarts_at_every_step(cycle, mult):
+    expected = torch_lrs(lambda opt: torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+        opt, T_0=cycle, T_mult=mult, eta_min=0.001), T)
+    got = [lr for lr, in lrs_of({"name": "cosine_restarts", "cycle_steps": cycle, "cycle_mult": float(mult),
+                                 "min_lr": 0.001}, total=T, steps=T, mults=(1.0,))]
+    assert got == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("cycle,mult,restarts", [(7, 1.3, (7,)), (10, 1.2, (10, 22))])
+def test_cosine_restarts_with_a_fractional_mult_restarts_on_the_step(cycle, mult, restarts):
+    # cycles of 7 then 9.1 steps start at 0, 7 and 16.1; of 10, 12, 14.4 at 0, 10, 22 and 36.4: a cycle starting on
+    # a whole step has its peak there, though 7 * 1.3 and 10 * 1.2 are not exact in floating point
+    got = [lr for lr, in lrs_of({"name": "cosine_restarts", "cycle_steps": cycle, "cycle_mult": mult},
+                                total=100, steps=30, mults=(1.0,))]
+    for step in restarts:
+        assert got[step] == pytest.approx(LR0) and got[step - 1] < 0.1 * LR0
+
+
+def test_cosine_restarts_holds_the_final_lr_after_the_horizon():
+    # total 50 with cycles of 10: s = 50 would be a restart; the run ends at the cycle's end instead
+    got = [lr for lr, in lrs_of({"name": "cosine_restarts", "cycle_steps": 10}, total=50, steps=60, mults=(1.0,))]
+    assert got[49] < 0.03 * LR0 and got[50:] == [0.0] * 10
 
 
 def test_wsd_is_stable_then_decays():

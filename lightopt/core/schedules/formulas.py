@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from fractions import Fraction
 from typing import Any
 
 from lightopt.errors import ConfigError
@@ -94,9 +95,23 @@ def cosine(s: int, horizon: int, lr0: float, min_lr: float = 0.0) -> float:
     return min_lr + 0.5 * (lr0 - min_lr) * (1.0 + math.cos(math.pi * s / horizon))
 
 
-def _cycle_start(i: int, length: float, mult: float) -> float:
-    """Step at which cycle ``i`` starts: ``L * (1 + m + ... + m^(i-1))``."""
-    return length * i if mult == 1.0 else length * (mult**i - 1.0) / (mult - 1.0)
+def _cycle_start(i: int, length: int, mult: float) -> Fraction:
+    """Step at which cycle ``i`` starts, ``L * (1 + m + ... + m^(i-1))``, exactly: ``m`` as the decimal the config
+    gave, so that a boundary on a whole step (7 * 1.3 = 9.1 after 7) is not missed by a rounding error."""
+    m = Fraction(str(mult))
+    return Fraction(length * i) if m == 1 else length * (m**i - 1) / (m - 1)
+
+
+def _cycle_of(s: int, length: int, mult: float) -> int:
+    """The cycle holding step ``s``: the largest ``i`` with ``start(i) <= s``."""
+    if mult == 1.0:
+        return s // length
+    i = int(math.log1p(s * (mult - 1.0) / length) / math.log(mult))  # then fixed up exactly
+    while _cycle_start(i + 1, length, mult) <= s:
+        i += 1
+    while i > 0 and _cycle_start(i, length, mult) > s:
+        i -= 1
+    return i
 
 
 def cosine_restarts(
@@ -113,21 +128,19 @@ def cosine_restarts(
     Cycle ``i = 0, 1, ...`` is ``L_i = cycle_steps * cycle_mult^i`` steps long and peaks at
     ``p_i = max(lr0 * cycle_decay^i, min_lr)``; inside a cycle, at position ``u`` (steps since its start),
     ``lr = min_lr + (p_i - min_lr) * (1 + cos(pi * u / L_i)) / 2``. The lr jumps back to ``p_i`` at each
-    restart.
+    restart. At and past the horizon (``s >= Tm``) it holds the value the run ends on: a restart falling on
+    ``Tm`` is not taken.
     """
-    if cycle_mult == 1.0:
-        i = s // cycle_steps
-    else:
-        # closed form, then fixed up against float error at the cycle boundaries
-        i = int(math.log1p(s * (cycle_mult - 1.0) / cycle_steps) / math.log(cycle_mult))
-        while _cycle_start(i + 1, cycle_steps, cycle_mult) <= s:
-            i += 1
-        while i > 0 and _cycle_start(i, cycle_steps, cycle_mult) > s:
-            i -= 1
-    u = s - _cycle_start(i, cycle_steps, cycle_mult)
+    s = min(s, horizon)
+    i = _cycle_of(s, cycle_steps, cycle_mult)
+    start = _cycle_start(i, cycle_steps, cycle_mult)
+    if s == horizon and i > 0 and start == s:
+        i -= 1
+        start = _cycle_start(i, cycle_steps, cycle_mult)
+    u = float(s - start)
     length = cycle_steps * cycle_mult**i
     peak = max(lr0 * cycle_decay**i, min_lr)
-    return min_lr + 0.5 * (peak - min_lr) * (1.0 + math.cos(math.pi * u / length))
+    return min_lr + 0.5 * (peak - min_lr) * (1.0 + math.cos(math.pi * min(u, length) / length))
 
 
 def _anneal(start: float, end: float, progress: float, shape: str) -> float:
@@ -145,18 +158,20 @@ def onecycle(
     final_div_factor: float = 1e4,
     anneal: str = "cos",
 ) -> float:
-    """Smith's 1cycle; ``lr0`` is the peak.
+    """Smith's 1cycle, step for step ``torch.optim.lr_scheduler.OneCycleLR(total_steps=Tm)``; ``lr0`` is the peak.
 
-    With ``R = round(pct_start * Tm)`` rise steps (halves up), the lr goes from ``lr0 / div_factor`` at ``s = 0`` up to
-    ``lr0`` at ``s = R``, then down to ``lr0 / (div_factor * final_div_factor)`` at ``s = Tm``. Both phases
-    follow ``anneal``: ``cos`` (``b + (a - b) * (1 + cos(pi * x)) / 2`` from ``a`` to ``b``, ``x`` the phase
-    progress in ``[0, 1]``) or ``linear`` (``a + (b - a) * x``).
+    With the peak at ``P = pct_start * Tm - 1`` (a real number of steps) the lr rises from ``lr0 / div_factor`` at
+    ``s = 0`` to ``lr0`` at ``s = P``, then falls to ``lr0 / (div_factor * final_div_factor)`` at ``s = Tm - 1``,
+    the last step a run of ``Tm`` steps takes, and holds it after. Both phases follow ``anneal``: ``cos``
+    (``b + (a - b) * (1 + cos(pi * x)) / 2`` from ``a`` to ``b``, ``x`` the phase progress in ``[0, 1]``) or
+    ``linear`` (``a + (b - a) * x``).
     """
-    rise = math.floor(pct_start * horizon + 0.5)
+    peak = pct_start * horizon - 1.0
     start = lr0 / div_factor
-    if s < rise:
-        return _anneal(start, lr0, s / rise, anneal)
-    return _anneal(lr0, start / final_div_factor, (s - rise) / (horizon - rise), anneal)
+    if 0 < peak and s <= peak:
+        return _anneal(start, lr0, s / peak, anneal)
+    last = horizon - 1
+    return _anneal(lr0, start / final_div_factor, min(1.0, (s - peak) / (last - peak)), anneal)
 
 
 def inverse_sqrt(s: int, horizon: int, lr0: float, timescale: int) -> float:

@@ -244,9 +244,6 @@ def _check_onecycle(p: dict[str, Any], T: int, Tm: int, lr0: float) -> dict[str,
     if "pct_start" in p:
         p["pct_start"] = number("schedule.pct_start", p["pct_start"], "a fraction in [0, 1)", low=0.0, high=1.0,
                                 high_open=True)
-        if math.floor(p["pct_start"] * Tm + 0.5) >= Tm:
-            raise ConfigError("schedule.pct_start", p["pct_start"], "a fraction in [0, 1)",
-                              f"leaves no steps to anneal over {Tm} steps")
     for key in ("div_factor", "final_div_factor"):
         if key in p:
             p[key] = number(f"schedule.{key}", p[key], "a number >= 1", low=1.0, finite=False)
