@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +56,36 @@ def settings(cfg: Mapping[str, Any], in_sweep: bool = False, isatty: bool | None
         tty = sys.stdout.isatty() if isatty is None else isatty
         bar = "rich" if tty else "none"
     return ConsoleSettings(summary=(not in_sweep) if summary == "auto" else bool(summary), progress_bar=bar)
+
+
+#: Lightning's notices that say nothing lightopt's own panels do not (devices, an advert, a loading note)
+LIGHTNING_NOTICES = ("GPU available", "TPU available", "HPU available", "\N{ELECTRIC LIGHT BULB} Tip:",
+                     "Loading `train_dataloader` to estimate")
+#: warnings about lightopt's own choices, not the user's (the CSV logger writes into the run directory Hydra made)
+LIBRARY_WARNINGS = (r"Experiment logs directory .* exists and is not empty",
+                    r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
+class _DropNotices(logging.Filter):
+    def __init__(self, notices: tuple[str, ...]) -> None:
+        super().__init__()
+        self.notices = notices
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.notices)
+
+
+def quiet_libraries(in_sweep: bool) -> None:
+    """Keep the console to what lightopt shows: Lightning's notices and library warnings about lightopt's own
+    choices go; in a sweep trial, Lightning's "`Trainer.fit` stopped" too (the sweep prints a line per trial)."""
+    notices = LIGHTNING_NOTICES + (("`Trainer.fit` stopped",) if in_sweep else ())
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        for old in [f for f in logger.filters if isinstance(f, _DropNotices)]:
+            logger.removeFilter(old)
+        logger.addFilter(_DropNotices(notices))
+    for message in LIBRARY_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
 
 
 def progress_bar_callbacks(resolved: ConsoleSettings) -> list[Callback]:

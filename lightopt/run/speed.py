@@ -102,7 +102,7 @@ def configure(trainer_cfg: DictConfig, model: torch.nn.Module, flags: dict[str, 
     precision = choose_precision(requested, accelerator=accelerator, cuda_available=flags["cuda_available"],
                                  bf16_supported=flags["bf16_supported"])
     if requested == "auto":
-        log.info("trainer.precision=auto: %s", precision)
+        log.debug("trainer.precision=auto: %s", precision)  # the run panel shows it
     cfg["precision"] = precision
     if tf32 is not None:
         torch.set_float32_matmul_precision("high" if tf32 else "highest")

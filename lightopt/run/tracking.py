@@ -127,12 +127,15 @@ def wandb_logger(
     resolved = resolve_mode(mode)
     context = hydra_context()
     tags = sorted(set(tags) | set(context.get("tags", [])))
-    if resolved == "offline" and mode == "auto":
+    if resolved == "offline" and mode == "auto" and TrialContext.current() is None:  # a sweep says it once
         print(
             f"W&B: no credentials found, logging offline to {Path(save_dir) / 'wandb'}; "
             f"upload later with: wandb sync {Path(save_dir) / 'wandb'}/offline-run-*",
             flush=True,
         )
+    import wandb
+
+    wandb.setup(settings=quiet_settings())  # the process's W&B terminal output: Lightning's defaults warn
     return WandbLogger(
         project=project,
         entity=entity,

@@ -85,6 +85,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     _lightning_logs_once()
     out_dir = _fresh_output_dir(output_dir)
     settings = check_config(cfg, TrialContext.read(out_dir))
+    console.quiet_libraries(in_sweep=settings.trial is not None)
     built = build(cfg, settings, out_dir)
     fit(built)
     result = conclude(built, time.perf_counter() - start)
@@ -264,7 +265,9 @@ def conclude(built: BuiltRun, seconds: float) -> RunResult:
     )
     if trainer.is_global_zero:
         path = result.write(built.out_dir)
-        log.info("%s = %s (%s); results in %s", settings.objective, value, status, path)
+        # in a sweep trial the sweep's own line says it
+        (log.info if settings.trial is None else log.debug)("%s = %s (%s); results in %s", settings.objective, value,
+                                                            status, path)
         if settings.console.summary:
             console.show_results(result.to_dict(), built.out_dir)
         exit_code = built.failure.code if isinstance(built.failure, SystemExit) else 0

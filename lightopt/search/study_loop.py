@@ -301,6 +301,9 @@ class SweepLoop:
         else:
             front = [t for t in trials if t.state == TrialState.COMPLETE]
             head += f"; Pareto front {len(self.study.best_trials) if front else 0} trials"
+        params = next((t.params for t in trials if t.number == number), {})
+        if params:
+            head += " | " + " ".join(f"{k}={fmt(v)}" for k, v in params.items())
         log.info(head)
 
     def _write_outputs(self) -> list[FrozenTrial]:
@@ -327,7 +330,7 @@ class SweepLoop:
     def loop(self) -> list[Sequence[JobReturn]]:
         returns: list[Sequence[JobReturn]] = []
         batch: list[Pending] = []
-        with self._sigint_flag():
+        with self._sigint_flag(), _launcher_quiet(self.plan.launcher):
             try:
                 self._start_workers()
                 while True:
@@ -442,6 +445,19 @@ class SweepLoop:
                                "again to resume", EXIT_SIGTERM if sigterm else EXIT_SIGINT) from None
         raise err
 
+
+
+@contextlib.contextmanager
+def _launcher_quiet(launcher: Any) -> Iterator[None]:
+    """The launcher's "Launching 1 jobs" lines off the console: the sweep prints one line per trial, with its
+    parameters (warnings still show)."""
+    logger = logging.getLogger(type(launcher).__module__.rsplit(".", 1)[0])
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 @contextlib.contextmanager

@@ -348,6 +348,7 @@ class OptunaSweeper(Sweeper):
 
     def _open_study(self, storage: optuna.storages.RDBStorage, study_name: str, directions: list[str],
                     pruner: Any, lock: StudyLock) -> optuna.Study:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # the sweep's own first line says what was opened
         study = optuna.create_study(storage=storage, study_name=study_name, directions=directions,
                                     pruner=pruner, load_if_exists=True)
         existing = [d.name.lower() for d in study.directions]

@@ -167,3 +167,33 @@ def test_cfg_job_prints_the_config_without_training(tmp_path):
     assert "console:\n  summary: false\n  progress_bar: auto\n" in proc.stdout
     assert "lightopt run" not in proc.stdout
     assert not (tmp_path / "outputs").exists()
+
+
+# what libraries print on their own, each a line a user reported as noise
+NOISE = ["Tip: For seamless cloud logging", "GPU available", "TPU available", "exists and is not empty",
+         "anonymous setting", "LeafSpec", "Total FLOPs", "Trainable params"]
+
+
+def test_a_default_run_prints_lightopts_lines_and_no_library_noise(tmp_path):
+    # the default config as a newcomer runs it: csv and W&B (offline) loggers, model summary as shipped
+    proc = run_cli("trainer.max_epochs=1", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout + proc.stderr
+    assert [n for n in NOISE if n in out] == []
+    assert "lightopt run" in out and "lightopt results" in out
+
+
+def test_a_sweep_prints_one_line_per_trial(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    proc = run_cli("-m", *QUICK, "trainer.log_every_n_steps=5", "logger=[csv,wandb]",
+                   "optimizer.lr=tag(log,interval(1e-3,1e-1))",
+                   "hydra.sweeper.n_trials=3", "hydra.sweeper.report=false", f"hydra.sweep.dir={sweep_dir}",
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    per_trial = [line for line in lines if re.search(r"\] trial \d/3 \(#\d\): COMPLETE.*\| optimizer.lr=", line)]
+    assert len(per_trial) == 3
+    assert not [n for n in NOISE + ["Launching 1 jobs", "W&B: no credentials", "results in"]
+                if n in proc.stdout + proc.stderr]
+    # the study, the space, the three trials, the end, the table of the best trials (title, 3 borders, 3 rows)
+    assert len(lines) == 2 + 3 + 1 + 8, "\n".join(lines)
