@@ -114,6 +114,10 @@ def test_ddp_on_two_cpu_processes_writes_one_result(tmp_path):
         lrs = [float(r["train/lr"]) for r in csv.DictReader(f) if r.get("train/lr")]
     assert len(lrs) == 24  # one writer (rank 0), the horizon counted per rank
     assert lrs[-1] == pytest.approx(3e-3 * (1 - 23 / 24))
+    # only rank 0 prints: rank 1's lines are in its own log file
+    out = proc.stdout + proc.stderr
+    assert "rank 1:" not in out and out.count("W&B: no credentials") == 1 and "distributed_backend" not in out
+    assert "rank 1: val/acc" in (run_dir / "train_ddp_process_1.log").read_text()
 
 
 def read_lrs(run_dir) -> list[float]:

@@ -60,7 +60,8 @@ def settings(cfg: Mapping[str, Any], in_sweep: bool = False, isatty: bool | None
 
 #: Lightning's notices that say nothing lightopt's own panels do not (devices, an advert, a loading note)
 LIGHTNING_NOTICES = ("GPU available", "TPU available", "HPU available", "\N{ELECTRIC LIGHT BULB} Tip:",
-                     "Loading `train_dataloader` to estimate")
+                     "Loading `train_dataloader` to estimate", "Initializing distributed:",
+                     "-" * 100 + "\ndistributed_backend=")
 #: warnings about lightopt's own choices, not the user's (the CSV logger writes into the run directory Hydra made)
 LIBRARY_WARNINGS = (r"Experiment logs directory .* exists and is not empty",
                     r"`isinstance\(treespec, LeafSpec\)` is deprecated")
@@ -79,13 +80,22 @@ def quiet_libraries(in_sweep: bool) -> None:
     """Keep the console to what lightopt shows: Lightning's notices and library warnings about lightopt's own
     choices go; in a sweep trial, Lightning's "`Trainer.fit` stopped" too (the sweep prints a line per trial)."""
     notices = LIGHTNING_NOTICES + (("`Trainer.fit` stopped",) if in_sweep else ())
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                 "lightning.fabric.utilities.distributed"):
         logger = logging.getLogger(name)
         for old in [f for f in logger.filters if isinstance(f, _DropNotices)]:
             logger.removeFilter(old)
         logger.addFilter(_DropNotices(notices))
     for message in LIBRARY_WARNINGS:
         warnings.filterwarnings("ignore", message=message)
+
+
+def logs_to_files_only() -> None:
+    """On DDP ranks other than 0: their log lines go to their own log file, not to the console rank 0 owns."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if type(handler) is logging.StreamHandler:  # FileHandler is a subclass: kept
+            root.removeHandler(handler)
 
 
 def progress_bar_callbacks(resolved: ConsoleSettings) -> list[Callback]:
@@ -119,7 +129,8 @@ def summary_panel(sections: Sections, title: str = "lightopt run") -> Panel:
     return Panel(table, title=title, title_align="left", expand=False)
 
 
-def results_panel(results: Mapping[str, Any], title: str = "lightopt results") -> Panel:
+def results_panel(results: Mapping[str, Any], title: str = "lightopt results",
+                  run_dir: str | Path | None = None) -> Panel:
     """The outcome of a run from its ``results.json`` data: objective, status, val metrics, steps, time."""
     status = results.get("status", "?")
     color = {"completed": "green", "pruned": "yellow", "interrupted": "yellow"}.get(status, "red")
@@ -139,6 +150,8 @@ def results_panel(results: Mapping[str, Any], title: str = "lightopt results") -
     if lr is not None:
         found = results.get("lr_find")
         facts.add_row("lr", count(lr) + (" (lr_find)" if found else ""))
+    if run_dir is not None:
+        facts.add_row("run dir", str(run_dir))
     if results.get("best_checkpoint"):
         facts.add_row("best checkpoint", str(results["best_checkpoint"]))
     parts: list[RenderableType] = [facts]
@@ -157,18 +170,25 @@ def results_panel(results: Mapping[str, Any], title: str = "lightopt results") -
 
 
 def show(renderable: RenderableType, console: Console | None = None) -> None:
-    """Print through Rich's global console, which a live Rich progress bar prints around."""
+    """Print through Rich's global console, which a live Rich progress bar prints around; off a terminal
+    (a log file, CI), as wide as the content needs, so that no path is cut to 80 columns."""
     if console is None:
         from rich import get_console
 
         console = get_console()
+        if not console.is_terminal:
+            from rich.measure import Measurement
+
+            width = Measurement.get(console, console.options.update_width(10_000), renderable).maximum
+            console = Console(file=console.file, width=max(console.width, width), no_color=console.no_color,
+                              force_terminal=False)
     console.print(renderable)
 
 
 def show_results(results: Mapping[str, Any], run_dir: str | Path, console: Console | None = None) -> None:
     """Print :func:`results_panel` of a run's results (a warning instead if they cannot be shown)."""
     try:
-        panel = results_panel(results, title=f"lightopt results ({run_dir})")
+        panel = results_panel(results, title="lightopt results", run_dir=run_dir)
     except Exception as err:  # noqa: BLE001 - the run is over and recorded: printing must not fail it
         log.warning("no results table: %s: %s", type(err).__name__, err)
         return

@@ -127,7 +127,10 @@ def wandb_logger(
     resolved = resolve_mode(mode)
     context = hydra_context()
     tags = sorted(set(tags) | set(context.get("tags", [])))
-    if resolved == "offline" and mode == "auto" and TrialContext.current() is None:  # a sweep says it once
+    from lightning.pytorch.utilities import rank_zero_only
+
+    # a sweep says it once; DDP ranks other than 0 log nothing to W&B
+    if resolved == "offline" and mode == "auto" and TrialContext.current() is None and rank_zero_only.rank == 0:
         print(
             f"W&B: no credentials found, logging offline to {Path(save_dir) / 'wandb'}; "
             f"upload later with: wandb sync {Path(save_dir) / 'wandb'}/offline-run-*",

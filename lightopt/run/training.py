@@ -133,6 +133,8 @@ def build(cfg: DictConfig, settings: RunSettings, out_dir: Path) -> BuiltRun:
         shown = {k: trainer_cfg[k] for k in ("accelerator", "devices", "strategy", "precision") if k in trainer_cfg}
         raise ConfigError("trainer", shown, "settings lightning.Trainer accepts on this machine",
                           str(err).strip().splitlines()[0]) from None
+    if trainer.global_rank > 0:
+        console.logs_to_files_only()
     # after the trainer: the global batch needs its resolved device count and gradient accumulation
     optimizer_cfg, lr = _scaled_optimizer_cfg(cfg, settings, trainer)
     return BuiltRun(cfg, settings, out_dir, datamodule, model, loss, _task(datamodule, loss), tracker, pruning,

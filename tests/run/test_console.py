@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 from types import SimpleNamespace
 
@@ -197,3 +198,12 @@ def test_a_sweep_prints_one_line_per_trial(tmp_path):
                 if n in proc.stdout + proc.stderr]
     # the study, the space, the three trials, the end, the table of the best trials (title, 3 borders, 3 rows)
     assert len(lines) == 2 + 3 + 1 + 8, "\n".join(lines)
+
+
+def test_off_a_terminal_panels_never_cut_a_path(tmp_path):
+    run_dir = tmp_path / ("a" * 90) / "run"  # far wider than 80 columns
+    proc = run_cli(*QUICK, "logger=none", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    best = json.loads((run_dir / "results.json").read_text())["best_checkpoint"]
+    assert f"best checkpoint  {best}" in proc.stdout and f"run dir       {run_dir}" in proc.stdout
+    assert "…" not in proc.stdout
