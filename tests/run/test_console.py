@@ -16,7 +16,7 @@ from lightopt.formatting import fmt
 from lightopt.run import console
 from lightopt.run.data import DigitsDataModule
 from lightopt.run.training import build_model, run
-from tests.helpers import QUICK, compose_cfg, run_cli
+from tests.helpers import CONF, QUICK, ROOT, compose_cfg, run_cli
 
 
 def render(renderable, width: int = 140) -> str:
@@ -154,11 +154,18 @@ def test_progress_bar_off_a_terminal(tmp_path, capsys, bar, drawn):
 # --- the command line ------------------------------------------------------------------------------------------
 
 
-def test_help_lists_the_tune_group(tmp_path):
+def test_help_is_lightopts_own_page_with_every_group_and_choice(tmp_path):
     proc = run_cli("--help", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert re.search(r"^tune: lr_find, none$", proc.stdout, flags=re.M)
-    assert "console:" in proc.stdout
+    assert proc.stdout.startswith("lightopt: choose and tune optimizers")
+    assert "python train.py -m " in proc.stdout and "multirun/<date>/<time>/" in proc.stdout
+    for group in ("optimizer", "schedule", "regularization", "model", "data", "tune", "search"):
+        files = sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+        assert re.search(rf"^{group}: {', '.join(files)}$", proc.stdout, flags=re.M), group
+    sweeper = ROOT / "hydra_plugins" / "lightopt_sweeper" / "conf" / "hydra" / "sweeper"
+    for group in ("sampler", "pruner"):
+        files = sorted(p.stem for p in (sweeper / group).glob("*.yaml"))
+        assert f"hydra/sweeper/{group}: {', '.join(files)}\n" in proc.stdout, group
 
 
 def test_cfg_job_prints_the_config_without_training(tmp_path):
