@@ -16,8 +16,8 @@ from lightopt.checks import integer, number, one_of
 from lightopt.contract import TrialContext
 from lightopt.core.optimizers import check_optimizer, create_optimizer
 from lightopt.errors import ConfigError
-from lightopt.objective import check_direction
 from lightopt.run import console, tracking, tune
+from lightopt.run.task import objective_of
 
 LR_SCALING_RULES = {"none": 0.0, "linear": 1.0, "sqrt": 0.5}  # rule -> exponent of the batch-size ratio
 
@@ -83,12 +83,14 @@ def check_lr_scaling(cfg: DictConfig) -> str:
 
 def check_config(cfg: DictConfig, trial: TrialContext | None = None) -> RunSettings:
     """Reject config values that need no data or model to judge, before anything is built."""
-    direction = check_direction(cfg.objective.direction)
+    metric, direction = objective_of(cfg)  # the task's defaults where the config leaves them open
     reduce = one_of("objective.reduce", cfg.objective.get("reduce", "best"), ("best", "final"))
     seed = cfg.get("seed")
     if seed is not None:
         integer("seed", seed, "a non-negative integer, or null for no seeding", low=0)
     for section in ("data", "model", "loss", "trainer"):
+        if section == "loss" and (cfg.get("loss") is None or cfg.loss.get("_target_") is None):
+            continue  # loss=auto: the data's task chooses it (lightopt.run.task)
         _import_target(section, cfg[section])
     check_trainer(cfg.trainer)
     check_early_stopping(cfg.get("early_stopping") or {})
@@ -97,7 +99,7 @@ def check_config(cfg: DictConfig, trial: TrialContext | None = None) -> RunSetti
     tune_settings = tune.check_tune(cfg)  # before the checkpoint: tune=lr_find and ckpt_path exclude each other
     checkpoint = check_checkpoint(cfg.get("ckpt_path"))
     return RunSettings(
-        objective=str(cfg.objective.metric), direction=direction, reduce=reduce, lr=lr, lr_scaling=rule,
+        objective=metric, direction=direction, reduce=reduce, lr=lr, lr_scaling=rule,
         tune=tune_settings, console=console.settings(cfg, in_sweep=trial is not None), trial=trial,
         resumed_run_id=tracking.previous_run_id(checkpoint),
         resumed=None if checkpoint is None else ResumeState.of(checkpoint),

@@ -26,7 +26,7 @@ from lightopt.contract import RESULTS_FILE, RunResult, TrialContext
 from lightopt.errors import ConfigError
 from lightopt.formatting import error_text
 from lightopt.objective import worst_value
-from lightopt.run import console, speed, tracking, tune
+from lightopt.run import console, speed, task, tracking, tune
 from lightopt.run.module import LitModel
 from lightopt.run.pruning import OptunaPruning
 from lightopt.run.ranks import trial_ranks_in_job_dir
@@ -84,6 +84,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     start = time.perf_counter()
     _lightning_logs_once()
     out_dir = _fresh_output_dir(output_dir)
+    cfg = task.resolve(cfg)  # objective and loss from the data's task where the config leaves them open
     settings = check_config(cfg, TrialContext.read(out_dir))
     console.quiet_libraries(in_sweep=settings.trial is not None)
     built = build(cfg, settings, out_dir)
@@ -103,6 +104,9 @@ def build(cfg: DictConfig, settings: RunSettings, out_dir: Path) -> BuiltRun:
     datamodule = configured("data", cfg.data)
     model = build_model(cfg, datamodule)
     loss = configured("loss", cfg.loss)
+    if isinstance(loss, torch.nn.CrossEntropyLoss) and getattr(datamodule, "num_outputs", None) == 1:
+        raise ConfigError("loss", cfg.loss.get("_target_"), "loss=mse or loss=huber for one output (a regression "
+                          "target), or data with classes", "cross-entropy over a single output is always 0")
     tracker = RunTracker(settings.objective, settings.direction, required=required_metrics(cfg))
     pruning = None
     if settings.trial is not None:

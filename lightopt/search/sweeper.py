@@ -30,6 +30,7 @@ from lightopt.errors import ConfigError
 from lightopt.formatting import error_text
 from lightopt.objective import DIRECTIONS, metric_direction
 from lightopt.run.ranks import own_entry_point
+from lightopt.run.task import objective_of
 from lightopt.search.locks import StudyLock
 from lightopt.search.seeding import enqueue, enqueued_line, ran_trials, warm_start
 from lightopt.search.space import SearchSpace, build_search_space
@@ -84,15 +85,16 @@ class OptunaSweeper(Sweeper):
         direction = self._get("direction")
         objectives = self._get("objectives")
         if direction is None:
+            # lightopt's train config: its objective (the data's task decides what is left open); another app's
+            # config without an objective section: minimize its return value
+            task, task_dir = (objective_of(self.config) if OmegaConf.select(self.config, "objective") is not None
+                              else (None, "minimize"))
             if objectives:
-                task = OmegaConf.select(self.config, "objective.metric")
-                task_dir = OmegaConf.select(self.config, "objective.direction")
-                direction = [task_dir if n == task and task_dir else metric_direction(n.split(":")[0])
-                             for n in objectives]
+                direction = [task_dir if n == task else metric_direction(n.split(":")[0]) for n in objectives]
                 log.info("directions inferred from the objectives' names: %s (set hydra.sweeper.direction "
                          "to choose)", dict(zip(objectives, direction, strict=True)))
             else:
-                direction = OmegaConf.select(self.config, "objective.direction") or "minimize"
+                direction = task_dir
         directions = [direction] if isinstance(direction, str) else list(direction)
         for d in directions:
             if str(d).lower() not in DIRECTIONS:
@@ -110,7 +112,8 @@ class OptunaSweeper(Sweeper):
         def bad(key: str, allowed: str) -> ConfigError:
             return ConfigError(f"hydra.sweeper.{key}", self.cfg.get(key), allowed)
 
-        optimized, metric = (OmegaConf.select(self.config, k) for k in ("optimized_metric", "objective.metric"))
+        optimized = OmegaConf.select(self.config, "optimized_metric")
+        metric = objective_of(self.config)[0] if OmegaConf.select(self.config, "objective") is not None else None
         if optimized is not None and metric is not None and optimized != metric:  # lightning-hydra-template's key
             raise ConfigError("optimized_metric", optimized, f"objective.metric={optimized} (and objective.direction), "
                               "the key lightopt's runs are judged by", f"it differs from objective.metric={metric!r}")
