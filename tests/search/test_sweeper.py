@@ -355,8 +355,8 @@ def test_tpe_sweep_end_to_end(tmp_path):
 def test_grid_runs_every_combination_once_in_parallel(tmp_path):
     sweep_dir = tmp_path / "sweep"
     proc = run_cli("-m", *QUICK, f"hydra.sweep.dir={sweep_dir}", "hydra/sweeper/sampler=grid",
-                   "hydra.sweeper.n_trials=10", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                   "hydra.sweeper.n_jobs=2", "optimizer=choice(sgd,adam)", "schedule=choice(constant,cosine)",
+                   "hydra.sweeper.n_trials=10", "hydra.sweeper.n_jobs=2", "optimizer=choice(sgd,adam)",
+                   "schedule=choice(constant,cosine)",
                    cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = rows(sweep_dir)
