@@ -3,8 +3,10 @@
     python bench/run.py [--small] [--gpu] [--out FILE]
 
 Every figure is a ratio against a plain loop written in this file and run in the same process on the same
-data, alternating rounds so the machine's noise cancels. Writes a JSON (one object per case, with its
-``ratio`` and raw figures) and a Markdown table beside it.
+data, alternating rounds so the machine's noise cancels. Prints each case's figures as it finishes and
+rewrites the JSON (one object per case, with its ``ratio`` and raw figures) after every case; a Markdown
+table goes beside it at the end. A case measured in rounds whose ratios spread by more than 15 % of their
+median is marked ``noisy``: the machine was too busy to judge it.
 
 Cases:
 - ``cpu_digits``: the default task (digits MLP, Adam, batch 64): lightopt's training steps per second over a
@@ -121,6 +123,17 @@ def plain_digits(epochs: int) -> float:
     return steps / (time.perf_counter() - start)
 
 
+NOISY = 0.15  # rounds whose ratios spread wider than this share of their median: the machine was too busy to judge
+
+
+def spread(ratios: list[float]) -> dict[str, Any]:
+    """The per-round ratios of a case, their spread ((max - min) / median) and whether that is too wide."""
+    if len(ratios) < 2:
+        return {"round_ratios": [round(r, 3) for r in ratios]}
+    width = (max(ratios) - min(ratios)) / statistics.median(ratios)
+    return {"round_ratios": [round(r, 3) for r in ratios], "spread": round(width, 3), "noisy": width > NOISY}
+
+
 def cpu_digits(small: bool, work: Path) -> dict[str, Any]:
     torch.set_num_threads(1)  # both loops alike; small models gain nothing from intra-op threads
     epochs, rounds = (2, 2) if small else (10, 5)
@@ -137,7 +150,7 @@ def cpu_digits(small: bool, work: Path) -> dict[str, Any]:
         "rounds": rounds,
         "epochs_per_round": epochs,
         "target": ">= 1.0",
-    }
+    } | spread([a / b for a, b in zip(lightopt_rates, plain_rates, strict=True)])
 
 
 def cpu_digits_wandb(small: bool, work: Path) -> dict[str, Any]:
@@ -156,7 +169,7 @@ def cpu_digits_wandb(small: bool, work: Path) -> dict[str, Any]:
         "rounds": rounds,
         "epochs_per_round": epochs,
         "target": "close to 1.0 (baseline: logger=none)",
-    }
+    } | spread([a / b for a, b in zip(with_wandb, without, strict=True)])
 
 
 def sweep_trials_per_min(work: Path, name: str, n_trials: int, epochs: int, accelerator: str,
@@ -474,13 +487,18 @@ def environment() -> dict[str, Any]:
     }
 
 
+def markdown_row(name: str, r: dict[str, Any]) -> str:
+    # the first two rates of a case: lightopt's (or the variant measured), then the baseline's
+    (k1, lo), (k2, pl) = [(k, v) for k, v in r.items() if "_per_" in k][:2]
+    unit = k1.split("_", 1)[1].replace("_", " ")
+    ratio = f"{r['ratio']} (noisy: rounds spread {r['spread']:.0%})" if r.get("noisy") else r["ratio"]
+    return f"| {name} | {ratio} | {lo} {unit} | {pl} {unit} | {r.get('target', '')} |"
+
+
 def markdown(results: dict[str, Any]) -> str:
     lines = ["| case | ratio | lightopt | baseline | target |", "| --- | --- | --- | --- | --- |"]
     for name, r in results["cases"].items():
-        # the first two rates of a case: lightopt's (or the variant measured), then the baseline's
-        (k1, lo), (k2, pl) = [(k, v) for k, v in r.items() if "_per_" in k][:2]
-        unit = k1.split("_", 1)[1].replace("_", " ")
-        lines.append(f"| {name} | {r['ratio']} | {lo} {unit} | {pl} {unit} | {r.get('target', '')} |")
+        lines.append(markdown_row(name, r))
     env = results["environment"]
     lines.append("")
     lines.append(f"torch {env['torch']}, lightning {env['lightning']}, Python {env['python']}, "
@@ -499,20 +517,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     if args.gpu and not torch.cuda.is_available():
         parser.error("--gpu needs a CUDA device")
-    cases = {"cpu_digits": cpu_digits(args.small, work), "cpu_digits_wandb": cpu_digits_wandb(args.small, work),
-             "cpu_optimizer_step": optimizer_step(torch.device("cpu"), 2**20 if args.small else 2**24,
-                                                  3 if args.small else 10),
-             "cpu_gpt": gpt_case(torch.device("cpu"), args.small, compiled=False),
-             "cpu_sweep_parallel": sweep_parallel(args.small, work),
-             "sweep_idle": sweep_idle(args.small, work), "sweep_idle_joblib": sweep_idle(args.small, work, "joblib")}
+    plan = {"cpu_digits": lambda: cpu_digits(args.small, work),
+            "cpu_digits_wandb": lambda: cpu_digits_wandb(args.small, work),
+            "cpu_optimizer_step": lambda: optimizer_step(torch.device("cpu"), 2**20 if args.small else 2**24,
+                                                         3 if args.small else 10),
+            "cpu_gpt": lambda: gpt_case(torch.device("cpu"), args.small, compiled=False),
+            "cpu_sweep_parallel": lambda: sweep_parallel(args.small, work),
+            "sweep_idle": lambda: sweep_idle(args.small, work),
+            "sweep_idle_joblib": lambda: sweep_idle(args.small, work, "joblib")}
     if args.gpu:
-        cases["gpu_gpt"] = gpt_case(torch.device("cuda"), args.small, compiled=False)
-        cases["gpu_gpt_compiled"] = gpt_case(torch.device("cuda"), args.small, compiled=True)
-        cases["gpu_optimizer_step"] = optimizer_step(torch.device("cuda"), 10**7 if args.small else 10**8, 20)
-        cases["gpu_sweep_parallel"] = sweep_parallel(args.small, work, accelerator="gpu")
-    results = {"cases": cases, "environment": environment(), "small": args.small}
+        plan |= {"gpu_gpt": lambda: gpt_case(torch.device("cuda"), args.small, compiled=False),
+                 "gpu_gpt_compiled": lambda: gpt_case(torch.device("cuda"), args.small, compiled=True),
+                 "gpu_optimizer_step": lambda: optimizer_step(torch.device("cuda"), 10**7 if args.small else 10**8,
+                                                              20),
+                 "gpu_sweep_parallel": lambda: sweep_parallel(args.small, work, accelerator="gpu")}
+    cases: dict[str, Any] = {}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(cases | {"environment": results["environment"]}, indent=2) + "\n")
+    for k, (name, measure) in enumerate(plan.items(), start=1):
+        print(f"[{k}/{len(plan)}] {name} ...", flush=True)
+        start = time.perf_counter()
+        cases[name] = measure()
+        print(f"[{k}/{len(plan)}] {markdown_row(name, cases[name])} ({time.perf_counter() - start:.0f} s)", flush=True)
+        # written after every case: a run stopped half-way keeps what it measured
+        args.out.write_text(json.dumps(cases | {"environment": environment()}, indent=2) + "\n")
+    results = {"cases": cases, "environment": environment(), "small": args.small}
     args.out.with_suffix(".md").write_text(markdown(results))
     print(markdown(results))
     return results

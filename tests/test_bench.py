@@ -26,10 +26,22 @@ def test_step_path_names_the_implementation_a_step_runs():
     assert bench.step_path(torch.optim.RMSprop(params)) == "for-loop"
 
 
-def test_small_cpu_benchmark_writes_ratios(tmp_path):
+def test_spread_of_the_rounds_says_when_the_machine_was_too_noisy():
+    bench = load_bench()
+    assert bench.spread([1.0, 1.02, 1.04]) == {"round_ratios": [1.0, 1.02, 1.04], "spread": 0.039, "noisy": False}
+    assert bench.spread([0.8, 1.0, 1.05])["noisy"] is True
+    row = bench.markdown_row("x", {"ratio": 0.9, "a_per_s": 1, "b_per_s": 2, "spread": 0.25, "noisy": True})
+    assert "0.9 (noisy: rounds spread 25%)" in row
+
+
+def test_small_cpu_benchmark_writes_ratios(tmp_path, capsys):
     bench = load_bench()
     out = tmp_path / "results.json"
     bench.main(["--small", "--out", str(out)])
+    printed = capsys.readouterr().out
+    # each case's figures as it finishes, before the final table
+    assert printed.index("[1/7] cpu_digits ...") < printed.index("[1/7] | cpu_digits |") < printed.index(
+        "[2/7] cpu_digits_wandb ...")
     data = json.loads(out.read_text())
     case = data["cpu_digits"]
     assert case["lightopt_steps_per_s"] > 0 and case["plain_steps_per_s"] > 0
@@ -43,6 +55,8 @@ def test_small_cpu_benchmark_writes_ratios(tmp_path):
     assert gpt["lightopt_tokens_per_s"] > 0 and gpt["plain_tokens_per_s"] > 0 and gpt["params"] > 0
     sweeps = data["cpu_sweep_parallel"]
     assert sweeps["parallel_trials_per_min"] > 0 and sweeps["sequential_trials_per_min"] > 0
+    for name in ("sweep_idle", "sweep_idle_joblib"):
+        assert 0 <= data[name]["idle_per_slot_time"] < 1 and data[name]["barrier_idle_per_slot_time"] > 0
     table = out.with_suffix(".md").read_text()
     assert "| cpu_digits |" in table and "| cpu_sweep_parallel |" in table
 
