@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lightopt.contract import RunResult, TrialContext
 from lightopt.errors import ConfigError
+from lightopt.run.tracker import step_of_validation
 
 if TYPE_CHECKING:
     import optuna
@@ -76,7 +77,8 @@ def attach(context: TrialContext) -> optuna.trial.Trial | None:
 class OptunaPruning(Callback):
     """Report ``monitor`` to this job's Optuna trial after each validation; stop training when it should be pruned.
 
-    Values are reported at ``step = trainer.global_step`` (optimizer steps), so a pruner compares trials
+    Values are reported at the step of the validation (:func:`lightopt.run.tracker.step_of_validation`: the
+    0-based index of the last optimizer step, as in metrics.csv), so a pruner compares trials
     after the same number of steps. Under DDP only rank 0 talks to the storage and its decision is
     broadcast, so all ranks stop together. After a prune, :attr:`pruned` is true, :attr:`last_value` /
     :attr:`last_step` hold the last value reported, and the job's ``results.json`` says ``pruned`` (whatever
@@ -130,7 +132,7 @@ class OptunaPruning(Callback):
             value = trainer.callback_metrics.get(self.monitor)
             # a non-finite objective is a divergence, reported as such by the run, not a prune
             if value is not None and math.isfinite(float(value)):
-                self.last_value, self.last_step = float(value), trainer.global_step
+                self.last_value, self.last_step = float(value), step_of_validation(trainer)
                 self.trial.report(self.last_value, step=self.last_step)
                 prune = self.trial.should_prune()
         prune = bool(trainer.strategy.broadcast(prune, src=0))
@@ -146,5 +148,5 @@ class OptunaPruning(Callback):
         """The job's result, for a task function that writes none itself (lightopt's run rewrites it at its end)."""
         if self.context is None or self.context.run_dir is None:
             return
-        RunResult(self.monitor, float(self.last_value), self.direction, "pruned", global_step=self.last_step,
+        RunResult(self.monitor, float(self.last_value), self.direction, "pruned", global_step=self.last_step + 1,
                   trial=self.context.number).write(self.context.run_dir)

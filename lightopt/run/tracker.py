@@ -31,6 +31,12 @@ class MetricRecord:
             self.best, self.best_step = value, step
 
 
+def step_of_validation(trainer: L.Trainer) -> int:
+    """The step a validation belongs to: the 0-based index of the last optimizer step taken, the step
+    Lightning's loggers (metrics.csv) give it; ``trainer.global_step`` counts the steps (one more)."""
+    return max(trainer.global_step - 1, 0)
+
+
 @dataclass(eq=False)  # callbacks must stay hashable
 class RunTracker(Callback):
     """Track val metrics over a run and detect misnamed or non-finite monitored metrics.
@@ -69,7 +75,7 @@ class RunTracker(Callback):
             self._check_logged(trainer)
         if trainer.sanity_checking:
             return
-        step = trainer.global_step
+        step = step_of_validation(trainer)
         for name, value in trainer.callback_metrics.items():
             if not name.startswith(self.prefix):
                 continue

@@ -78,8 +78,9 @@ def test_bad_trial_is_pruned_and_good_ones_complete(tmp_path, hydra_job):
         assert res["status"] == "completed" and res["trial"] == number
         assert res["global_step"] == 15
         frozen = study.trials[number]
-        assert sorted(frozen.intermediate_values) == [5, 10, 15]
-        assert frozen.intermediate_values[15] == pytest.approx(res["metrics"]["val/acc"]["final"])
+        # each validation at the 0-based index of its last optimizer step, as metrics.csv has it
+        assert sorted(frozen.intermediate_values) == [4, 9, 14]
+        assert frozen.intermediate_values[14] == pytest.approx(res["metrics"]["val/acc"]["final"])
         assert res["value"] == res["metrics"]["val/acc"]["best"]  # completed runs: objective as without a sweep
 
     number, bad = trial_run("bad", "optimizer=sgd", "optimizer.lr=1.0e-7", "schedule=constant")
@@ -89,7 +90,7 @@ def test_bad_trial_is_pruned_and_good_ones_complete(tmp_path, hydra_job):
     assert frozen.state == optuna.trial.TrialState.PRUNED
     assert frozen.intermediate_values
     last_step = max(frozen.intermediate_values)
-    assert last_step == bad["global_step"]
+    assert last_step == bad["global_step"] - 1  # the index of the step it ended at; global_step counts them
     assert bad["value"] == pytest.approx(frozen.intermediate_values[last_step])  # the last reported value
     assert bad["value"] < min(res["value"] for _, res in good)
 
@@ -104,7 +105,7 @@ def test_a_job_in_its_own_process_reports_to_the_shared_storage(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = results(run_dir)
     assert res["status"] == "completed" and res["trial"] == number
-    assert optuna.load_study(study_name="s", storage=storage).trials[number].intermediate_values.keys() == {5, 10}
+    assert optuna.load_study(study_name="s", storage=storage).trials[number].intermediate_values.keys() == {4, 9}
 
 
 def test_no_trial_outside_a_sweep(tmp_path, hydra_job):
@@ -187,11 +188,11 @@ def test_rank_zero_reports_and_its_decision_stops_every_rank():
     rank0, rank1 = OptunaPruning("val/acc", "maximize", trial=trial), OptunaPruning("val/acc", "maximize", trial=trial)
     t0 = fake_trainer(0)
     rank0.on_validation_end(t0, None)
-    assert trial.reports == [(20, 0.25)]
-    assert t0.should_stop and rank0.pruned and (rank0.last_value, rank0.last_step) == (0.25, 20)
+    assert trial.reports == [(19, 0.25)]  # after 20 steps: the 20th step's index, as in metrics.csv
+    assert t0.should_stop and rank0.pruned and (rank0.last_value, rank0.last_step) == (0.25, 19)
     t1 = fake_trainer(1, rank0_decision=True)
     rank1.on_validation_end(t1, None)
-    assert trial.reports == [(20, 0.25)]  # rank 1 never talks to the storage
+    assert trial.reports == [(19, 0.25)]  # rank 1 never talks to the storage
     assert t1.should_stop and rank1.pruned
 
 
