@@ -17,7 +17,7 @@ from lightopt.contract import TrialContext
 from lightopt.core.optimizers import check_optimizer, create_optimizer
 from lightopt.errors import ConfigError
 from lightopt.run import console, tracking, tune
-from lightopt.run.task import objective_of
+from lightopt.run.task import loss_left_open, objective_of
 
 LR_SCALING_RULES = {"none": 0.0, "linear": 1.0, "sqrt": 0.5}  # rule -> exponent of the batch-size ratio
 
@@ -47,9 +47,13 @@ class ResumeState:
 
     @classmethod
     def of(cls, checkpoint: dict[str, Any]) -> ResumeState:
-        groups = checkpoint["optimizer_states"][0]["param_groups"]
         return cls(shapes={k: tuple(v.shape) for k, v in checkpoint["state_dict"].items() if hasattr(v, "shape")},
-                   optimizer_groups=[(frozenset(g) - {"params"}, len(g["params"])) for g in groups])
+                   optimizer_groups=_group_summary(checkpoint["optimizer_states"][0]["param_groups"]))
+
+
+def _group_summary(groups: list[dict[str, Any]]) -> list[tuple[frozenset[str], int]]:
+    """Per optimizer param group: its hyperparameter names and its number of parameters."""
+    return [(frozenset(g) - {"params"}, len(g["params"])) for g in groups]
 
 
 def _import_target(section: str, cfg: DictConfig) -> None:
@@ -89,7 +93,7 @@ def check_config(cfg: DictConfig, trial: TrialContext | None = None) -> RunSetti
     if seed is not None:
         integer("seed", seed, "a non-negative integer, or null for no seeding", low=0)
     for section in ("data", "model", "loss", "trainer"):
-        if section == "loss" and (cfg.get("loss") is None or cfg.loss.get("_target_") is None):
+        if section == "loss" and loss_left_open(cfg):
             continue  # loss=auto: the data's task chooses it (lightopt.run.task)
         _import_target(section, cfg[section])
     check_trainer(cfg.trainer)
@@ -196,7 +200,7 @@ def check_resumable(ckpt_path: Any, resumed: ResumeState, module: Any) -> None:
 def _check_optimizer_state(ckpt_path: Any, saved: list[tuple[frozenset[str], int]], module: Any) -> None:
     optimizer = create_optimizer(module.model, module.optimizer_cfg, regularization=module.regularization_cfg,
                                  lr_multipliers=module.lr_multipliers)
-    built = [(frozenset(g) - {"params"}, len(g["params"])) for g in optimizer.param_groups]
+    built = _group_summary(optimizer.param_groups)
     allowed = f"a checkpoint of a run with this optimizer config ({type(optimizer).__name__}, " \
               f"{len(built)} param group{'s' if len(built) > 1 else ''})"
     if [size for _, size in saved] != [size for _, size in built]:

@@ -63,13 +63,18 @@ def objective_of(cfg: Any) -> tuple[str, str]:
     return str(metric), direction
 
 
+def loss_left_open(cfg: Any) -> bool:
+    """Whether the config leaves the loss to the task (``loss=auto``, or no loss section)."""
+    loss = cfg.get("loss")
+    return loss is None or loss.get("_target_") is None
+
+
 def resolve(cfg: DictConfig) -> DictConfig:
     """Fill ``objective`` and a null ``loss`` from the data's task, in place; the config is returned."""
     metric, direction = objective_of(cfg)
     with open_dict(cfg):
         cfg.objective.metric, cfg.objective.direction = metric, direction
-        loss = cfg.get("loss")
-        if loss is None or loss.get("_target_") is None:
+        if loss_left_open(cfg):
             task = data_task(cfg)
             if task is None:
                 raise ConfigError("loss", None, "a loss config group, e.g. loss=cross_entropy or loss=mse",
