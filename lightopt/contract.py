@@ -124,6 +124,7 @@ class RunResult:
     lr_find: dict[str, Any] | None = None
     best_checkpoint: str | None = None
     error: str | None = None
+    cv: dict[str, Any] | None = None  # cv=kfold: {folds, values, mean, std, run_dirs}; value is the mean
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

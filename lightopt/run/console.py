@@ -137,8 +137,9 @@ def results_panel(results: Mapping[str, Any], title: str = "lightopt results",
     facts = Table(show_header=False, box=None, pad_edge=False, padding=(0, 1))
     facts.add_column(style="bold", no_wrap=True)
     facts.add_column()
-    direction = results.get("direction")
-    facts.add_row("objective", f"{results.get('objective')} = {_objective(results.get('value'))}"
+    direction, cv = results.get("direction"), results.get("cv")
+    spread = f" ± {_objective(cv.get('std'))} (mean ± std of {len(cv.get('values') or [])} folds)" if cv else ""
+    facts.add_row("objective", f"{results.get('objective')} = {_objective(results.get('value'))}{spread}"
                   + (f" ({direction}, {results.get('reduce', 'best')})" if direction else ""))
     facts.add_row("status", f"[{color}]{status}[/{color}]")
     if results.get("error"):
@@ -155,6 +156,8 @@ def results_panel(results: Mapping[str, Any], title: str = "lightopt results",
     if results.get("best_checkpoint"):
         facts.add_row("best checkpoint", str(results["best_checkpoint"]))
     parts: list[RenderableType] = [facts]
+    if cv:
+        parts += ["", _folds_table(results.get("objective"), cv)]
     metrics = results.get("metrics") or {}
     if metrics:
         table = Table(box=None, pad_edge=False, header_style="bold")
@@ -167,6 +170,20 @@ def results_panel(results: Mapping[str, Any], title: str = "lightopt results",
                           count(record.get("best_step")))
         parts += ["", table]
     return Panel(Group(*parts), title=title, title_align="left", expand=False)
+
+
+def _folds_table(objective: Any, cv: Mapping[str, Any]) -> Table:
+    """One row per fold (its objective value and run directory), then the mean and standard deviation."""
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    table.add_column("fold")
+    table.add_column(str(objective), justify="right")
+    table.add_column("run dir", overflow="fold")
+    values, dirs = list(cv.get("values") or []), list(cv.get("run_dirs") or [])
+    for i, run_dir in enumerate(dirs):
+        table.add_row(str(i + 1), _objective(values[i]) if i < len(values) else "-", str(run_dir))
+    table.add_row("mean", _objective(cv.get("mean")), "", style="bold")
+    table.add_row("std", _objective(cv.get("std")), "")
+    return table
 
 
 def show(renderable: RenderableType, console: Console | None = None) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import lightning as L
 import torch
@@ -120,16 +120,37 @@ class _InMemoryDataModule(L.LightningDataModule):
         self.seed = random.SystemRandom().randrange(2**31) if seed is None else integer(
             "data.seed", seed, "an integer >= 0, or null", low=0)
         self._splits: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
+        self._samples: tuple[Tensor, Tensor] | None = None
+        self._fold: tuple[Tensor, Tensor] | None = None
 
     def _make(self) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
+    def _all_samples(self) -> tuple[Tensor, Tensor]:
+        if self._samples is None:
+            self._samples = self._make()
+        return self._samples
+
     def setup(self, stage: str | None = None) -> None:
         if self._splits is not None:
             return
-        x, y = self._make()
-        train, val = self._split_indices(len(x))
+        x, y = self._all_samples()
+        train, val = self._fold if self._fold is not None else self._split_indices(len(x))
         self._splits = (x[train], y[train], x[val], y[val])
+        self._after_split(train, val)
+
+    def _after_split(self, train: Tensor, val: Tensor) -> None:
+        """Statistics of the split a subclass keeps (none here)."""
+
+    def cv_targets(self) -> Tensor:
+        """The targets of all samples, training and validation split together, for ``cv=kfold`` to cut into folds."""
+        return self._all_samples()[1]
+
+    def set_fold(self, train: Sequence[int], val: Sequence[int]) -> None:
+        """Serve the samples at ``train`` and ``val`` (positions in :meth:`cv_targets`) instead of the
+        ``val_fraction`` split."""
+        self._fold = (torch.as_tensor(train, dtype=torch.long), torch.as_tensor(val, dtype=torch.long))
+        self._splits = None
 
     def _split_indices(self, n: int) -> tuple[Tensor, Tensor]:
         """(train, val) row indices: a permutation fixed by ``split_seed``, the first share for validation."""
@@ -355,21 +376,21 @@ class TokensDataModule(_InMemoryDataModule):
         self.num_outputs = vocab_size  # classes of the per-token prediction
         self.unigram_entropy: float | None = None
         self.entropy_rate: float | None = None
+        self._logp: Tensor | None = None
 
-    def setup(self, stage: str | None = None) -> None:
-        if self._splits is not None:
-            return
-        windows, logp = markov_windows(
+    def _make(self) -> tuple[Tensor, Tensor]:
+        windows, self._logp = markov_windows(
             self.num_tokens // (self.block_size + 1), self.block_size + 1, self.vocab_size, order=self.order,
             branching=self.branching, zipf=self.zipf, noise=self.noise, seed=self.split_seed,
         )
-        train, val = self._split_indices(len(windows))
-        x, y = windows[:, :-1], windows[:, 1:]
-        self._splits = (x[train], y[train], x[val], y[val])
-        freq = torch.bincount(y[train].reshape(-1), minlength=self.vocab_size).double()
+        return windows[:, :-1], windows[:, 1:]
+
+    def _after_split(self, train: Tensor, val: Tensor) -> None:
+        y_train = self._splits[1]
+        freq = torch.bincount(y_train.reshape(-1), minlength=self.vocab_size).double()
         freq = freq[freq > 0] / freq.sum()
         self.unigram_entropy = float(-(freq * freq.log()).sum())
-        self.entropy_rate = float(-logp[val].double().mean())
+        self.entropy_rate = float(-self._logp[val].double().mean())
 
     @property
     def uniform_entropy(self) -> float:

@@ -108,6 +108,9 @@ class OptunaPruning(Callback):
             self._check_direction()
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._attach()
+
+    def _attach(self) -> None:
         if not self._find_trial:
             return
         self._find_trial = False
@@ -127,22 +130,29 @@ class OptunaPruning(Callback):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
+        value = trainer.callback_metrics.get(self.monitor)
+        self.report(trainer, None if value is None else float(value), step_of_validation(trainer))
+
+    def report(self, trainer: L.Trainer, value: float | None, step: int, unit: str = "step") -> bool:
+        """Report ``value`` at ``step`` to the trial (on rank 0) and stop ``trainer`` when the pruner says so (on
+        every rank); whether it did. ``unit`` names the steps in the log (a cross-validation reports by fold)."""
         prune = False
-        if trainer.is_global_zero and self.trial is not None:
-            value = trainer.callback_metrics.get(self.monitor)
+        if trainer.is_global_zero:
+            self._attach()
             # a non-finite objective is a divergence, reported as such by the run, not a prune
-            if value is not None and math.isfinite(float(value)):
-                self.last_value, self.last_step = float(value), step_of_validation(trainer)
-                self.trial.report(self.last_value, step=self.last_step)
+            if self.trial is not None and value is not None and math.isfinite(value):
+                self.last_value, self.last_step = value, step
+                self.trial.report(value, step=step)
                 prune = self.trial.should_prune()
         prune = bool(trainer.strategy.broadcast(prune, src=0))
         if prune:
             self.pruned = True
             trainer.should_stop = True
             if trainer.is_global_zero:
-                log.info("trial %d pruned at step %d (%s = %s)", self.trial.number, self.last_step, self.monitor,
+                log.info("trial %d pruned at %s %d (%s = %s)", self.trial.number, unit, self.last_step, self.monitor,
                          self.last_value)
                 self._record_pruned()
+        return prune
 
     def _record_pruned(self) -> None:
         """The job's result, for a task function that writes none itself (lightopt's run rewrites it at its end)."""

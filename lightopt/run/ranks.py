@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +50,20 @@ def rank_command(entry: Sequence[str], task_overrides: Sequence[str], job_dir: s
 _LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
 
 
+@dataclass
+class RankLaunch:
+    """The trainer that started a trial's DDP ranks (the first one fitted in the block), to wait for them."""
+
+    trainer: Any = None
+
+
 @contextlib.contextmanager
-def trial_ranks_in_job_dir(trainer: Any, context: TrialContext | None) -> Iterator[None]:
+def trial_ranks_in_job_dir(context: TrialContext | None) -> Iterator[RankLaunch]:
     """Within a Hydra multirun job, make Lightning start DDP ranks as single runs of this trial.
 
-    The ranks start with ``context.entry_point`` (this process's own command when there is no context).
+    The ranks start with ``context.entry_point`` (this process's own command when there is no context). Set
+    the yielded :class:`RankLaunch`'s ``trainer`` before the first fit: every later trainer in the block (the
+    folds of a cross-validation) runs on the ranks that one started, as the ranks run the same folds.
 
     On leaving, the trial's ranks have exited and the process is as before: no process group, no launch
     variables, so that the next trial of the sweep starts its own ranks. Outside a multirun (or without
@@ -62,8 +72,9 @@ def trial_ranks_in_job_dir(trainer: Any, context: TrialContext | None) -> Iterat
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    launch = RankLaunch()
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
-        yield
+        yield launch
         return
     # Lightning asks this function for the command of each extra rank when Hydra is in use; it has had
     # this name and signature since Lightning 2.0. Replacing it is the one way to change the command.
@@ -84,16 +95,17 @@ def trial_ranks_in_job_dir(trainer: Any, context: TrialContext | None) -> Iterat
     subprocess_script._hydra_subprocess_cmd = command
     saved_env = {key: os.environ.get(key) for key in _LAUNCH_ENV}
     try:
-        yield
+        yield launch
     finally:
         subprocess_script._hydra_subprocess_cmd = original
-        _end_trial_ranks(trainer, saved_env)
+        _end_trial_ranks(launch.trainer, saved_env)
 
 
 def _end_trial_ranks(trainer: Any, saved_env: dict[str, str | None]) -> None:
     import torch.distributed as dist
 
-    for proc in getattr(getattr(trainer.strategy, "launcher", None), "procs", None) or []:
+    strategy = getattr(trainer, "strategy", None)
+    for proc in getattr(getattr(strategy, "launcher", None), "procs", None) or []:
         try:
             proc.wait(timeout=120)
         except subprocess.TimeoutExpired:

@@ -117,10 +117,13 @@ def wandb_logger(
     tags: Iterable[str] = (),
     id: str | None = None,  # noqa: A002 - W&B's own name for the run id
     log_model: bool = False,
+    fold: int | None = None,
 ) -> Any:
     """Lightning's ``WandbLogger``, online or offline by :func:`resolve_mode`, files in ``save_dir``.
 
-    ``name``, ``tags``, ``group`` and ``job_type`` default to what :func:`hydra_context` derives.
+    ``name``, ``tags``, ``group`` and ``job_type`` default to what :func:`hydra_context` derives. ``fold`` (1-based,
+    set by a cross-validated run): the run of one fold, ``-fold<k>`` after its name, and outside a sweep the folds
+    of one run in a group of their own.
     """
     from lightning.pytorch.loggers import WandbLogger
 
@@ -139,12 +142,16 @@ def wandb_logger(
     import wandb
 
     wandb.setup(settings=quiet_settings())  # the process's W&B terminal output: Lightning's defaults warn
+    name = name or context.get("name")
+    if fold is not None:
+        group = group or context.get("group") or f"{name or 'run'}-cv-{Path(save_dir).parent.name}"
+        name = f"{name or 'run'}-fold{fold}"
     return WandbLogger(
         project=project,
         entity=entity,
         save_dir=str(save_dir),
         mode=resolved,
-        name=name or context.get("name"),
+        name=name,
         group=group or context.get("group"),
         job_type=job_type or context.get("job_type", "train"),
         tags=tags or None,

@@ -6,6 +6,7 @@ config checks live in :mod:`lightopt.run.settings`, the LightningModule in :mod:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -24,19 +25,17 @@ from lightopt.checks import writable_dir
 from lightopt.cli import EXIT_SIGINT, EXIT_SIGTERM
 from lightopt.contract import RESULTS_FILE, RunResult, TrialContext
 from lightopt.errors import ConfigError
-from lightopt.formatting import error_text
+from lightopt.formatting import error_text, fmt
 from lightopt.objective import worst_value
-from lightopt.run import console, speed, task, tracking, tune
+from lightopt.run import console, folds, speed, task, tracking, tune
+from lightopt.run.checkpoints import LAST_CHECKPOINT, check_written, last_path, save_last
 from lightopt.run.module import LitModel
 from lightopt.run.pruning import OptunaPruning
-from lightopt.run.ranks import trial_ranks_in_job_dir
+from lightopt.run.ranks import RankLaunch, trial_ranks_in_job_dir
 from lightopt.run.settings import RunSettings, check_config, check_resumable, lr_scale_factor, required_metrics
 from lightopt.run.tracker import RunTracker
 
 log = logging.getLogger(__name__)
-
-LAST_CHECKPOINT = "last"  # checkpoints/last.ckpt: the run's latest state, to resume from
-
 
 @dataclass
 class BuiltRun:
@@ -86,22 +85,91 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     out_dir = _fresh_output_dir(output_dir)
     cfg = task.resolve(cfg)  # objective and loss from the data's task where the config leaves them open
     settings = check_config(cfg, TrialContext.read(out_dir))
-    console.quiet_libraries(in_sweep=settings.trial is not None)
-    built = build(cfg, settings, out_dir)
-    fit(built)
-    result = conclude(built, time.perf_counter() - start)
-    if built.failure is not None:
-        raise built.failure
+    # Lightning's "`Trainer.fit` stopped" where lightopt prints its own line: a sweep's per trial, a cv's per fold
+    console.quiet_libraries(in_sweep=settings.trial is not None or settings.cv is not None)
+    if settings.cv is not None:
+        result, failure = cross_validate(cfg, settings, out_dir, start)
+    else:
+        built = build(cfg, settings, out_dir)
+        fit(built)
+        result, failure = conclude(built, time.perf_counter() - start), built.failure
+    if failure is not None:
+        raise failure
     return float(result.value)
 
 
-def build(cfg: DictConfig, settings: RunSettings, out_dir: Path) -> BuiltRun:
-    """Seed, then build data, model, loss, callbacks, loggers and trainer, and scale the lr for the global batch."""
+def cross_validate(cfg: DictConfig, settings: RunSettings, out_dir: Path,
+                   start: float) -> tuple[RunResult, BaseException | None]:
+    """``cv=kfold``: a fresh run per fold in ``<run dir>/fold-<i>`` (same seed, so the same initial weights), one
+    after another and under DDP on all ranks; the run's ``results.json`` holds the folds' mean. A sweep trial
+    reports the running mean after each fold, so that a pruner can stop it after its first poor folds."""
+    cv, results, dirs = settings.cv, [], []
+    reports = None if settings.trial is None else OptunaPruning(
+        settings.objective, settings.direction, context=settings.trial, mode_key="objective.direction")
+    status, failure, built = "completed", None, None
+    with trial_ranks_in_job_dir(settings.trial) as launch:
+        for fold in range(cv.folds):
+            fold_start = time.perf_counter()
+            fold_dir = writable_dir("output_dir", out_dir / folds.fold_dir_name(fold))
+            built = build(cfg, settings, fold_dir, fold=fold)
+            fit(built, launch)
+            result = conclude(built, time.perf_counter() - fold_start, show=False)
+            results.append(result)
+            dirs.append(str(built.out_dir))
+            done = [r.value for r in results]
+            if built.trainer.is_global_zero:  # in a sweep, its line per trial says it
+                (log.info if settings.trial is None else log.debug)(
+                    "fold %d of %d: %s = %s (%s), mean so far %s", fold + 1, cv.folds, settings.objective,
+                    fmt(result.value, 6), result.status, fmt(sum(done) / len(done), 6))
+            if result.status != "completed":
+                status, failure = result.status, built.failure
+                break
+            if reports is not None and reports.report(built.trainer, sum(done) / len(done), fold + 1, unit="fold"):
+                status = "pruned"
+                break
+    return _conclude_folds(built, results, dirs, status, failure, time.perf_counter() - start), failure
+
+
+def _conclude_folds(built: BuiltRun, results: list[RunResult], dirs: list[str], status: str,
+                    failure: BaseException | None, seconds: float) -> RunResult:
+    """The cross-validated run's :class:`RunResult` from its folds' (written and shown on rank 0)."""
+    settings = built.settings
+    summary = folds.summarize(settings.cv.folds, [r.value for r in results if r.status == "completed"], dirs)
+    value = summary.mean if status in ("completed", "pruned") else worst_value(settings.direction)
+    lrs = {r.lr for r in results}
+    result = RunResult(
+        objective=settings.objective, value=value, direction=settings.direction, status=status,
+        metrics=folds.mean_metrics([r.metrics for r in results if r.status == "completed"]),
+        global_step=sum(r.global_step or 0 for r in results), epochs=sum(r.epochs or 0 for r in results),
+        wall_seconds=round(seconds, 3), trial=None if settings.trial is None else settings.trial.number,
+        lr=lrs.pop() if len(lrs) == 1 else None, error=None if failure is None else error_text(failure),
+        cv=summary.as_dict(),
+    )
+    if built.trainer.is_global_zero:
+        path = result.write(built.out_dir.parent)
+        (log.info if settings.trial is None else log.debug)(
+            "%s = %s ± %s over %d folds (%s); results in %s", settings.objective, fmt(summary.mean, 6),
+            fmt(summary.std, 6), len(summary.values), status, path)
+        if settings.console.summary:
+            console.show_results(result.to_dict(), built.out_dir.parent)
+    else:
+        log.info("rank %d: %s = %s over %d folds (%s)", built.trainer.global_rank, settings.objective, value,
+                 len(summary.values), status)
+    return result
+
+
+def build(cfg: DictConfig, settings: RunSettings, out_dir: Path, fold: int | None = None) -> BuiltRun:
+    """Seed, then build data, model, loss, callbacks, loggers and trainer, and scale the lr for the global batch.
+
+    ``fold``: the cross-validation fold (0-based) the run trains on, in ``out_dir`` of its own.
+    """
     if settings.trial is not None and settings.trial.threads is not None:
         torch.set_num_threads(settings.trial.threads)  # the machine's cores are shared by the sweep's trials in flight
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = configured("data", cfg.data)
+    if fold is not None:
+        folds.use_fold(datamodule, settings.cv, fold, getattr(datamodule, "task", None))
     model = build_model(cfg, datamodule)
     loss = configured("loss", cfg.loss)
     if isinstance(loss, torch.nn.CrossEntropyLoss) and getattr(datamodule, "num_outputs", None) == 1:
@@ -109,12 +177,13 @@ def build(cfg: DictConfig, settings: RunSettings, out_dir: Path) -> BuiltRun:
                           "target), or data with classes", "cross-entropy over a single output is always 0")
     tracker = RunTracker(settings.objective, settings.direction, required=required_metrics(cfg))
     pruning = None
-    if settings.trial is not None:
+    if settings.trial is not None and fold is None:  # a cross-validation's trial reports after each fold instead
         pruning = OptunaPruning(settings.objective, settings.direction, context=settings.trial,
                                 mode_key="objective.direction")
-    loggers = _loggers(cfg, out_dir, settings.resumed_run_id)
+    loggers = _loggers(cfg, out_dir, settings.resumed_run_id, fold)
     shown = settings.console
-    summary = [console.RunSummary(cfg, out_dir)] if shown.summary else []  # before the bar: printed above it
+    # before the bar: printed above it; of a cross-validation, the first fold's
+    summary = [console.RunSummary(cfg, out_dir)] if shown.summary and fold in (None, 0) else []
     trainer_kwargs: dict[str, Any] = {
         "callbacks": _callbacks(cfg, out_dir, tracker, pruning) + tracking.callbacks(loggers) + summary
         + console.progress_bar_callbacks(shown),
@@ -145,23 +214,31 @@ def build(cfg: DictConfig, settings: RunSettings, out_dir: Path) -> BuiltRun:
                     loggers, summary, trainer, optimizer_cfg, lr)
 
 
-def fit(built: BuiltRun) -> None:
-    """Run the lr finder when asked, then train; the outcome is left in ``built.status`` and ``built.failure``."""
+def fit(built: BuiltRun, launch: RankLaunch | None = None) -> None:
+    """Run the lr finder when asked, then train; the outcome is left in ``built.status`` and ``built.failure``.
+
+    ``launch``: the DDP ranks a sweep trial started for an earlier fit of the same run (a cross-validation's).
+    """
     cfg, trainer, settings = built.cfg, built.trainer, built.settings
     module = built.make_module()
     if settings.resumed is not None:
         check_resumable(cfg.ckpt_path, settings.resumed, module)
     if trainer.is_global_zero:
         tracking.log_config(built.loggers, OmegaConf.to_container(cfg, resolve=True))
+    checkpoints = built.out_dir / "checkpoints" if cfg.checkpoint.get("enabled", True) else None
+    # DDP ranks of a sweep trial run that trial (a cross-validation's folds share the ranks of its first)
+    ranks = trial_ranks_in_job_dir(settings.trial) if launch is None else contextlib.nullcontext(launch)
     try:
-        with trial_ranks_in_job_dir(trainer, settings.trial):  # DDP ranks of a sweep trial run that trial
+        with ranks as launch:
+            launch.trainer = launch.trainer or trainer
             if settings.tune is not None:
                 module = _find_lr(built, module)
             trainer.fit(module, datamodule=built.datamodule, ckpt_path=cfg.get("ckpt_path"))
             # the exact final state (a run stopped by max_steps or a pruner ends between epoch checkpoints);
             # inside the block: under DDP every rank takes part, while the trial's ranks still run
-            _save_last(built)
-            _check_checkpoints_written(built)
+            if checkpoints is not None:
+                save_last(trainer, checkpoints)
+                check_written(trainer, checkpoints)
     except ConfigError as err:
         raise err if built.found is None else tune.in_context(err, built.found) from None
     except Exception as err:  # noqa: BLE001 - recorded by conclude, then re-raised by run
@@ -172,7 +249,8 @@ def fit(built: BuiltRun) -> None:
         if code is None:  # a task's own sys.exit: not ours to judge
             raise
         built.status, built.failure = "interrupted", SystemExit(code)
-        _save_last(built)  # resumable at the step it reached
+        if checkpoints is not None:
+            save_last(trainer, checkpoints)  # resumable at the step it reached
         return
     if module.diverged or built.tracker.nonfinite_objective:
         built.status = "diverged"
@@ -198,44 +276,6 @@ def _interruption_exit_code(trainer: L.Trainer, err: BaseException) -> int | Non
     return None
 
 
-def _save_last(built: BuiltRun) -> None:
-    """``checkpoints/last.ckpt`` at the trainer's current step (nothing to save before the first step)."""
-    if not built.cfg.checkpoint.get("enabled", True) or built.trainer.global_step == 0:
-        return
-    path = built.out_dir / "checkpoints" / f"{LAST_CHECKPOINT}.ckpt"
-    if _saved_step(path) == built.trainer.global_step:
-        # Lightning's own checkpoint at the end of the last training epoch holds this step already, in a loop
-        # state it resumes from exactly; one saved now, between epochs, would resume an epoch short
-        return
-    try:
-        built.trainer.save_checkpoint(path)
-    except Exception as err:  # noqa: BLE001 - the run's outcome is still recorded; say what is missing
-        log.warning("could not write %s: %s", path, error_text(err))
-
-
-def _saved_step(path: Path) -> int | None:
-    """The ``global_step`` of the checkpoint at ``path``, None when there is none (or it does not load)."""
-    if not path.is_file():
-        return None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("global_step")
-    except Exception:  # noqa: BLE001 - a damaged file is replaced
-        return None
-
-
-def _check_checkpoints_written(built: BuiltRun) -> None:
-    """Raise when a checkpoint the run reports is missing on disk (a full disk, a directory made read-only)."""
-    trainer = built.trainer
-    if not built.cfg.checkpoint.get("enabled", True) or trainer.global_step == 0 or not trainer.is_global_zero:
-        return
-    expected = [built.out_dir / "checkpoints" / f"{LAST_CHECKPOINT}.ckpt"]
-    expected += [Path(c.best_model_path) for c in trainer.checkpoint_callbacks if c.best_model_path]
-    missing = [str(path) for path in dict.fromkeys(expected) if not path.is_file()]
-    if missing:
-        raise OSError(f"checkpoint not written: {', '.join(missing)} (is {built.out_dir / 'checkpoints'} writable, "
-                      "with space left?)")
-
-
 def _find_lr(built: BuiltRun, module: LitModel) -> LitModel:
     """``tune=lr_find``: the range test trains the module it is given, so a fresh one (same restored network)
     is built with the suggestion as lr0."""
@@ -251,8 +291,9 @@ def _find_lr(built: BuiltRun, module: LitModel) -> LitModel:
     return built.make_module()
 
 
-def conclude(built: BuiltRun, seconds: float) -> RunResult:
-    """The run's :class:`RunResult`: written, shown and handed to the loggers on rank 0; logged on the others."""
+def conclude(built: BuiltRun, seconds: float, show: bool = True) -> RunResult:
+    """The run's :class:`RunResult`: written, shown (unless not ``show``: a fold's) and handed to the loggers on
+    rank 0; logged on the others."""
     settings, trainer, status = built.settings, built.trainer, built.status
     value = built.tracker.objective_value(settings.reduce)
     if status == "pruned" and built.pruning is not None and built.pruning.last_value is not None:
@@ -272,13 +313,13 @@ def conclude(built: BuiltRun, seconds: float) -> RunResult:
     if trainer.is_global_zero:
         path = result.write(built.out_dir)
         # in a sweep trial the sweep's own line says it
-        (log.info if settings.trial is None else log.debug)("%s = %s (%s); results in %s", settings.objective, value,
-                                                            status, path)
-        if settings.console.summary:
+        (log.info if settings.trial is None and show else log.debug)("%s = %s (%s); results in %s",
+                                                                     settings.objective, value, status, path)
+        if settings.console.summary and show:
             console.show_results(result.to_dict(), built.out_dir)
         exit_code = built.failure.code if isinstance(built.failure, SystemExit) else 0
         if status == "interrupted":
-            last = built.out_dir / "checkpoints" / f"{LAST_CHECKPOINT}.ckpt"
+            last = last_path(built.out_dir / "checkpoints")
             log.info("interrupted at step %d; resume with: ckpt_path=%s", trainer.global_step, last)
         tracking.finish(built.loggers, {"objective": settings.objective, "objective_value": value,
                                         "status": status, "global_step": trainer.global_step}, exit_code=exit_code)
@@ -335,16 +376,17 @@ def _task(datamodule: L.LightningDataModule, loss: torch.nn.Module) -> str:
     return "classification" if isinstance(loss, torch.nn.CrossEntropyLoss | torch.nn.NLLLoss) else "regression"
 
 
-def _loggers(cfg: DictConfig, out_dir: Path, resumed_run_id: str | None) -> list[Any]:
+def _loggers(cfg: DictConfig, out_dir: Path, resumed_run_id: str | None, fold: int | None) -> list[Any]:
     loggers = []
     for name, section in (cfg.get("logger") or {}).items():
         if section is None:
             continue
         extra: dict[str, Any] = {"save_dir": str(out_dir)}
-        if section.get("_target_") == "lightopt.run.tracking.wandb_logger" and section.get("id") is None:
-            # a resumed run continues the W&B run its checkpoint came from
-            if resumed_run_id:
+        if section.get("_target_") == "lightopt.run.tracking.wandb_logger":
+            if resumed_run_id and section.get("id") is None:  # a resumed run continues its checkpoint's W&B run
                 extra["id"] = resumed_run_id
+            if fold is not None:
+                extra["fold"] = fold + 1
         try:
             loggers.append(instantiate(section, **extra))
         except Exception as err:  # noqa: BLE001

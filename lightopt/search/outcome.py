@@ -49,6 +49,8 @@ def judge(ret: JobReturn | None, run_dir: str | None, directions: Sequence[str],
     if result is not None:
         attrs.update(status=result.status, global_step=result.global_step, wall_seconds=result.wall_seconds,
                      epochs=result.epochs)
+        if result.cv:
+            attrs["cv_std"] = result.cv.get("std")
         if result.error:
             attrs["error"] = str(result.error)[:2000]
     if exception is not None:

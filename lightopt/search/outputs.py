@@ -78,11 +78,12 @@ def print_summary(study: optuna.Study, trials: Sequence[FrozenTrial], first_para
         shown = sorted(study.best_trials, key=lambda t: t.number)
         title = f"Pareto front: {len(shown)} of {len(trials)} trials"
     table = trial_table(trial_rows(shown), len(study.directions), objectives, first_params)
-    columns = ["number", *table.values, *table.params, "steps", "seconds"]
+    numbers = [*table.values, *table.spread]  # the values, and a cross-validated sweep's spread over folds
+    columns = ["number", *numbers, *table.params, "steps", "seconds"]
     rich_table = Table(title=title)
-    for name in ["#", *[c.replace("_", " ", 1) for c in table.values], *table.params, "steps", "seconds"]:
+    for name in ["#", *[c.replace("_", " ", 1) for c in numbers], *table.params, "steps", "seconds"]:
         rich_table.add_column(name, overflow="fold")
     for row in table.select(columns):
-        number, values, rest = row[0], row[1:1 + len(table.values)], row[1 + len(table.values):]
+        number, values, rest = row[0], row[1:1 + len(numbers)], row[1 + len(numbers):]
         rich_table.add_row(str(number), *[fmt(v, 6) for v in values], *["" if v is None else str(v) for v in rest])
     Console(width=max(100, min(200, 20 * (len(table.params) + 4)))).print(rich_table)

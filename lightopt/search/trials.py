@@ -23,6 +23,7 @@ class TrialRow:
     steps: int | None = None
     seconds: float | None = None
     status: str | None = None
+    cv_std: float | None = None  # a cross-validated trial's standard deviation over its folds
 
     @property
     def value(self) -> float | None:
@@ -42,7 +43,7 @@ def trial_rows(trials: Iterable[Any]) -> list[TrialRow]:
             seconds = round((t.datetime_complete - t.datetime_start).total_seconds(), 3)
         rows.append(TrialRow(t.number, t.state.name, tuple(t.values) if t.values else None, dict(t.params),
                              t.user_attrs.get("run_dir"), t.user_attrs.get("global_step"), seconds,
-                             t.user_attrs.get("status")))
+                             t.user_attrs.get("status"), t.user_attrs.get("cv_std")))
     return rows
 
 
@@ -65,12 +66,14 @@ def param_columns(rows: Iterable[TrialRow], first: Sequence[str] = ()) -> list[s
 
 @dataclass(frozen=True)
 class TrialTable:
-    """``columns`` (``number``, ``state``, the values, the parameters, :data:`TAIL_COLUMNS`) and raw rows."""
+    """``columns`` (``number``, ``state``, the values, ``cv_std`` for a cross-validated sweep, the parameters,
+    :data:`TAIL_COLUMNS`) and raw rows."""
 
     columns: list[str]
     values: list[str]
     params: list[str]
     rows: list[list[Any]]
+    spread: list[str] = field(default_factory=list)  # ["cv_std"] for a cross-validated sweep, else empty
 
     def select(self, columns: Sequence[str]) -> list[list[Any]]:
         """The rows restricted to ``columns``, in that order."""
@@ -82,9 +85,11 @@ def trial_table(rows: Sequence[TrialRow], n_objectives: int, objectives: Sequenc
                 first_params: Sequence[str] = ()) -> TrialTable:
     """The table of ``rows``: missing values and parameters are None."""
     values, params = value_columns(n_objectives, objectives), param_columns(rows, first_params)
-    data = [[t.number, t.state, *(list(t.values) if t.values else [None] * len(values)),
+    # a cross-validated sweep's spread over the folds, after its values
+    spread = ["cv_std"] if any(t.cv_std is not None for t in rows) else []
+    data = [[t.number, t.state, *(list(t.values) if t.values else [None] * len(values)), *[t.cv_std for _ in spread],
              *[t.params.get(p) for p in params], *[t.cell(c) for c in TAIL_COLUMNS]] for t in rows]
-    return TrialTable(["number", "state", *values, *params, *TAIL_COLUMNS], values, params, data)
+    return TrialTable(["number", "state", *values, *spread, *params, *TAIL_COLUMNS], values, params, data, spread)
 
 
 def state_counts(rows: Iterable[TrialRow]) -> dict[str, int]:

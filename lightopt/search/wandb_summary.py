@@ -87,7 +87,7 @@ def log_to_wandb(report: Report, settings: Mapping[str, Any]) -> Path | None:
     """
     names = report.info.objective_names(len(report.directions), "objective_{}")
     table = trial_table(report.rows, len(report.directions), names)
-    columns = ["number", "state", *table.values, *table.params, *TABLE_TAIL]
+    columns = ["number", "state", *table.values, *table.spread, *table.params, *TABLE_TAIL]
     run_id = report.study.user_attrs.get(SUMMARY_RUN_ID_ATTR)
     if not run_id:
         run_id = secrets.token_hex(8)
