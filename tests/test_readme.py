@@ -15,7 +15,8 @@ def python_blocks() -> list[str]:
 
 def test_plugin_example_trains():
     namespace: dict = {}
-    exec(python_blocks()[0], namespace)  # noqa: S102 - the README's own example
+    example = next(block for block in python_blocks() if "lightopt.configure_optimizers" in block)
+    exec(example, namespace)  # noqa: S102 - the README's own example
     module = namespace["MyModule"]()
     x = torch.randn(64, 64)
     data = DataLoader(TensorDataset(x, torch.randint(0, 10, (64,))), batch_size=8)

@@ -14,10 +14,11 @@ import torch
 from lightopt.core.schedules import create_scheduler
 from lightopt.errors import ConfigError
 from lightopt.run.training import run
+from lightopt.run.tune import smoothed, suggest
 from tests.helpers import CONF, QUICK, assert_same_last_weights, compose_cfg, run_cli
 
-# a short test: 20 lr values (the suggestion ignores the first 10 and the last), from 1e-5 to 1
-FIND = ["tune=lr_find", "tune.num_training=20", "tune.min_lr=1.0e-5", "tune.max_lr=1.0"]
+# a short test: 40 lr values from 2e-3 to 10, where the loss of every shipped optimizer falls clearly on digits
+FIND = ["tune=lr_find", "tune.num_training=40", "tune.min_lr=2.0e-3", "tune.max_lr=10.0"]
 OPTIMIZERS = sorted(p.stem for p in (CONF / "optimizer").glob("*.yaml"))
 SCHEDULES = sorted(p.stem for p in (CONF / "schedule").glob("*.yaml"))
 
@@ -59,10 +60,19 @@ def test_lr_find_sets_lr0_of_the_schedule_and_writes_its_curve(tmp_path):
     suggestion = found["suggestion"]
     assert math.isfinite(suggestion) and suggestion > 0
     assert suggestion != pytest.approx(3e-3)
-    assert 1e-5 <= suggestion <= 1.0
+    assert 2e-3 <= suggestion <= 10.0
     assert found["configured_lr"] == pytest.approx(3e-3)
-    assert found["min_lr"] == 1e-5 and found["max_lr"] == 1.0 and found["num_training"] == 20
-    assert found["mode"] == "exponential" and 12 <= found["steps"] <= 20
+    assert found["min_lr"] == 2e-3 and found["max_lr"] == 10.0 and found["num_training"] == 40
+    assert found["mode"] == "exponential" and 10 <= found["steps"] <= 40
+    # the rule: a tenth of the lr at the lowest smoothed loss (or where the loss had begun to fall, if higher)
+    assert found["rule"] == "min_loss/10" and found["min_loss_lr"] / 10 <= suggestion <= found["min_loss_lr"]
+    assert found["descent"] >= 0.05
+    with open(tmp_path / "lr_find.csv") as f:
+        curve = list(csv.DictReader(f))
+    assert len(curve) == found["steps"] and float(curve[0]["lr"]) == pytest.approx(2e-3)
+    # the curve starts at the untrained loss, ln(10) for 10 classes (Lightning's own started at half of it)
+    assert float(curve[0]["loss"]) == pytest.approx(math.log(10), abs=0.15)
+    assert float(curve[0]["smoothed_loss"]) == pytest.approx(math.log(10), abs=0.15)
     assert res["lr"] == suggestion and res["status"] == "completed"
     assert res["global_step"] == 10  # the test's steps are not counted: training starts at step 0
 
@@ -116,11 +126,11 @@ def test_the_test_runs_every_param_group_at_its_multiple_of_the_swept_lr(tmp_pat
 
     monkeypatch.setattr(LitModel, "on_before_optimizer_step", record)
     run(compose_cfg(*QUICK, *FIND, "lr_multipliers={4.*:10.0}", "tune.early_stop_threshold=null"), tmp_path)
-    finder, training = seen[:20], seen[20:]
+    finder, training = seen[:40], seen[40:]
     assert len(training) == 10
     ratios = {round(lrs[-1] / lrs[0], 6) for lrs in finder}
     assert ratios == {10.0}  # default group at the swept lr, the head at 10x
-    assert finder[0][0] == pytest.approx(1e-5) and finder[-1][0] > 0.1  # the sweep from min_lr upwards
+    assert finder[0][0] == pytest.approx(2e-3) and finder[-1][0] > 1.0  # the sweep from min_lr upwards
     suggestion = results(tmp_path)["lr_find"]["suggestion"]
     assert training[0] == pytest.approx([suggestion, 10 * suggestion])
 
@@ -169,7 +179,7 @@ def test_no_suggestion_stops_before_training_naming_the_tune_keys(tmp_path):
         (["tune.name=lr_finder"], r"tune.name='lr_finder'.*none \| lr_find"),
         (["tune.min_lr=0"], r"tune.min_lr=0.*> 0"),
         (["tune.max_lr=1.0e-7"], r"tune.max_lr=1e-07.*> tune.min_lr"),
-        (["tune.num_training=12"], r"tune.num_training=12.*>= 13"),
+        (["tune.num_training=9"], r"tune.num_training=9.*>= 10"),
         (["tune.mode=cubic"], r"tune.mode='cubic'.*exponential \| linear"),
         (["tune.early_stop_threshold=0.5"], r"tune.early_stop_threshold=0.5.*> 1"),
         (["+tune.steps=10"], r"tune.steps=10.*unknown key"),
@@ -232,3 +242,68 @@ def test_lr_find_under_ddp_gives_every_rank_the_same_lr(tmp_path):
     # the replicas stay identical only if both ranks train at the same lr: rank 1 says which it took
     rank1 = (run_dir / "train_ddp_process_1.log").read_text()
     assert f"rank 1: tune=lr_find: lr {res['lr']:g}" in rank1
+
+
+# --- the rule, on curves of known shape -----------------------------------------------------------------
+
+
+def test_the_smoothed_loss_starts_at_the_first_loss_and_keeps_a_constant_one():
+    assert smoothed([2.3] * 50) == pytest.approx([2.3] * 50)
+    assert smoothed([2.0, 1.0])[0] == 2.0
+    # Lightning's finder divides by 1 - beta^(k+1) with k = global_step after the step: its first point
+    lightning_first = (1 - 0.98) * 2.3 / (1 - 0.98**2)
+    assert lightning_first == pytest.approx(2.3 / 1.98)
+
+
+def range_test(lrs, loss_of):
+    return list(lrs), [loss_of(lr) for lr in lrs]
+
+
+LRS = [1e-5 * 10 ** (i / 10) for i in range(71)]  # 1e-5 to 1e2, 10 points a decade
+
+
+def test_the_suggestion_is_a_tenth_of_the_lr_at_the_lowest_loss():
+    # flat at 2.3 until the loss falls from lr 1e-3, lowest at lr 1e-1, then blows up
+    def loss(lr):
+        falling = 2.3 - 1.8 * min(1, math.log10(lr / 1e-3) / 2)
+        return 2.3 if lr < 1e-3 else falling + (50 * (lr - 0.1) if lr > 0.1 else 0)
+
+    found = suggest(*range_test(LRS, loss))
+    # the median filter places a sharp minimum within half its window (2 points of 10 a decade)
+    assert 0.06 <= found.min_loss_lr <= 0.1 and found.lr == pytest.approx(found.min_loss_lr / 10)
+    assert 0.6 < found.descent < 1.8 / 2.3 and found.problem is None  # the fall from 2.3, smoothed
+
+
+def test_the_suggestion_is_never_below_where_the_loss_began_to_fall():
+    # nothing changes below lr 0.05, the lowest loss is at 0.1: 0.01 would be an lr at which the test trained nothing
+    def loss(lr):
+        return 2.3 if lr < 0.05 else (1.0 if lr <= 0.1 else 20.0)
+
+    found = suggest(*range_test(LRS, loss))
+    assert 0.05 <= found.min_loss_lr <= 0.1 and found.lr == pytest.approx(0.05, rel=0.01)
+
+
+def test_no_clear_descent_gives_no_suggestion():
+    noisy_flat = [2.3 + 0.02 * math.sin(i) for i in range(len(LRS))]
+    found = suggest(LRS, noisy_flat)
+    assert found.lr is None and "no clear descent" in found.problem
+    assert suggest(LRS[:5], [2.3] * 5).lr is None  # too few points
+
+
+def test_the_curve_ends_at_the_first_loss_that_is_not_finite():
+    losses = [2.3 - 0.02 * i for i in range(40)] + [math.nan] + [0.01] * 30  # the low losses after NaN do not count
+    found = suggest(LRS, losses)
+    assert found.min_loss_lr == pytest.approx(LRS[39], rel=0.3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_the_suggestion_trains_about_as_well_as_the_default_lr(tmp_path, optimizer):
+    """The default range test (100 steps, 1e-6 to 10) on digits, then the default 20 epochs."""
+    common = ["logger=none", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+              f"optimizer={optimizer}"]
+    run(compose_cfg(*common, "tune=lr_find"), tmp_path / "tuned")
+    run(compose_cfg(*common), tmp_path / "default")
+    tuned, default = results(tmp_path / "tuned"), results(tmp_path / "default")
+    assert tuned["lr"] == tuned["lr_find"]["suggestion"] != default["lr"]
+    assert tuned["value"] >= default["value"] - 0.03, (tuned["lr"], tuned["value"], default["value"])
