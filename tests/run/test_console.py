@@ -179,7 +179,7 @@ def test_cfg_job_prints_the_config_without_training(tmp_path):
 
 # what libraries print on their own, each a line a user reported as noise
 NOISE = ["Tip: For seamless cloud logging", "GPU available", "TPU available", "exists and is not empty",
-         "anonymous setting", "LeafSpec", "Total FLOPs", "Trainable params"]
+         "anonymous setting", "git root", "LeafSpec", "Total FLOPs", "Trainable params"]
 
 
 def test_a_default_run_prints_lightopts_lines_and_no_library_noise(tmp_path):
