@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from lightopt.checks import is_real
+from lightopt.core import schedule_free
 from lightopt.core.defaults import complete_section
 from lightopt.core.optimizers import create_optimizer
 from lightopt.core.regularization import Penalty, build_penalty
@@ -96,6 +97,9 @@ def configure_optimizers(
     opt = create_optimizer(
         model if model is not None else module, optimizer, regularization=regularization, lr_multipliers=lr_multipliers
     )
+    if schedule_free.is_schedule_free(opt):  # its train/eval modes switched by a callback on the module's trainer
+        schedule_free.check_schedule(opt, schedule)
+        schedule_free.serve(module._trainer, opt)
     if schedule is None:
         return {"optimizer": opt}
 

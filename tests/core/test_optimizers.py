@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from lightopt.core.optimizers import OptimizerSpec, auto_fused, check_optimizer, create_optimizer, param_groups
+from lightopt.core.schedule_free import is_schedule_free
 from lightopt.errors import ConfigError
 from tests.helpers import CONF
 
@@ -65,6 +66,8 @@ def test_shipped_config_builds_and_steps(name):
     for model in models:
         opt = create_optimizer(model, cfg, regularization=L2)
         assert opt.param_groups[0]["lr"] == cfg["lr"]
+        if is_schedule_free(opt):  # outside a Trainer its user switches the modes (in one: ScheduleFreeModes)
+            opt.train()
         before = [p.detach().clone() for p in model.parameters()]
         train_step(model, opt)
         changed = [not torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True)]

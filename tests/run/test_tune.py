@@ -20,6 +20,7 @@ from tests.helpers import CONF, QUICK, assert_same_last_weights, compose_cfg, ru
 # a short test: 40 lr values from 2e-3 to 10, where the loss of every shipped optimizer falls clearly on digits
 FIND = ["tune=lr_find", "tune.num_training=40", "tune.min_lr=2.0e-3", "tune.max_lr=10.0"]
 OPTIMIZERS = sorted(p.stem for p in (CONF / "optimizer").glob("*.yaml"))
+PLAIN = [o for o in OPTIMIZERS if not o.endswith("_schedulefree")]
 SCHEDULES = sorted(p.stem for p in (CONF / "schedule").glob("*.yaml"))
 
 
@@ -138,7 +139,8 @@ def test_the_test_runs_every_param_group_at_its_multiple_of_the_swept_lr(tmp_pat
 @pytest.mark.parametrize(
     "optimizer,schedule",
     # every optimizer, and every schedule at least once
-    list(zip(OPTIMIZERS, SCHEDULES + SCHEDULES[: len(OPTIMIZERS) - len(SCHEDULES)], strict=False)),
+    [(o, s) for o, s in zip(PLAIN, SCHEDULES + SCHEDULES[: len(PLAIN) - len(SCHEDULES)], strict=False)]
+    + [(o, "constant") for o in OPTIMIZERS if o.endswith("_schedulefree")],  # they take no schedule
 )
 def test_lr_find_works_with_every_optimizer_and_schedule(tmp_path, optimizer, schedule):
     cfg = compose_cfg(*QUICK, *FIND, f"optimizer={optimizer}", f"schedule={schedule}", "trainer.max_epochs=1")
