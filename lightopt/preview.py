@@ -32,7 +32,8 @@ def lr_table(cfg: DictConfig, steps: int) -> tuple[list[str], list[list[float]]]
         raise ConfigError("steps", steps, "an integer number of optimizer steps >= 1")
     model = build_model(cfg, instantiate(cfg.data))
     optimizer = create_optimizer(
-        model, cfg.optimizer, regularization=cfg.regularization, lr_multipliers=cfg.get("lr_multipliers")
+        model, cfg.optimizer, regularization=cfg.regularization, lr_multipliers=cfg.get("lr_multipliers"),
+        lr_layer_decay=cfg.get("lr_layer_decay"),
     )
     scheduler = create_scheduler(optimizer, cfg.schedule, steps)
     names = [g.get("name", str(i)) for i, g in enumerate(optimizer.param_groups)]

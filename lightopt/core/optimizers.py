@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from lightopt.checks import number
+from lightopt.core.layer_decay import check_layer_decay, layer_depths
 from lightopt.core.regularization import NORM_TYPES, is_no_decay, named_trainable_parameters, validate_regularization
 from lightopt.errors import ConfigError
 
@@ -71,16 +72,18 @@ def _unmatched_pattern(pattern: str, named: list[tuple[str, nn.Module, nn.Parame
                        "matches no parameter")
 
 
-# a parameter's bucket: (index of its lr_multipliers pattern or -1, decayed, use_muon or None without the split)
-_Bucket = tuple[int, bool, bool | None]
+# a parameter's bucket: (index of its lr_multipliers pattern or -1, decayed, use_muon or None without the split,
+# depth from the output with lr_layer_decay, else 0)
+_Bucket = tuple[int, bool, bool | None, int]
 
 
 def _buckets(
-    module: nn.Module, patterns: list[tuple[str, float]], decay: bool, split_muon: bool
+    module: nn.Module, patterns: list[tuple[str, float]], decay: bool, split_muon: bool, by_depth: bool
 ) -> dict[_Bucket, list[nn.Parameter]]:
     """Every trainable parameter in its bucket, in parameter order; a pattern matching none raises."""
     named = named_trainable_parameters(module)
     muon = muon_eligible(module) if split_muon else {}
+    depths = layer_depths(module, named) if by_depth else {}
     buckets: dict[_Bucket, list[nn.Parameter]] = {}
     matched: set[int] = set()
     for name, owner, p in named:
@@ -88,7 +91,8 @@ def _buckets(
         if which >= 0:
             matched.add(which)
         decays = not (decay and is_no_decay(owner, p))
-        buckets.setdefault((which, decays, muon.get(id(p)) if split_muon else None), []).append(p)
+        key = (which, decays, muon.get(id(p)) if split_muon else None, depths.get(id(p), 0))
+        buckets.setdefault(key, []).append(p)
     for i, (pattern, _) in enumerate(patterns):
         if i not in matched:
             raise _unmatched_pattern(pattern, named)
@@ -103,6 +107,7 @@ def param_groups(
     exclude_bias_and_norm: bool = True,
     lr_multipliers: Mapping[str, float] | None = None,
     split_muon: bool = False,
+    lr_layer_decay: float | None = None,
 ) -> list[dict[str, Any]]:
     """Param groups for ``module``'s trainable parameters, each parameter in exactly one group.
 
@@ -112,34 +117,37 @@ def param_groups(
     ``lr_multipliers`` pattern ``<pattern>`` and ``<pattern>/no_decay``. ``lr_multipliers`` maps ``fnmatch``
     globs on full parameter names (e.g. ``"head.*"``) to factors on ``lr``; the first matching pattern wins.
     With ``split_muon`` every group also gets ``use_muon`` (see :func:`muon_eligible`) and is split in two,
-    names suffixed ``/muon`` and ``/adamw``.
+    names suffixed ``/muon`` and ``/adamw``. With ``lr_layer_decay`` g every group is split by depth d from
+    the output (:func:`lightopt.core.layer_decay.layer_depths`), its lr times g^d, names suffixed ``/depth<d>``.
 
     Raises:
         ConfigError: a multiplier that is not a number >= 0, or a pattern matching no parameter.
     """
     patterns = _check_multipliers(lr_multipliers)
+    layer_decay = check_layer_decay(lr_layer_decay)
     # without weight decay a no-decay group would differ from the default one in name only
-    buckets = _buckets(module, patterns, bool(weight_decay and exclude_bias_and_norm), split_muon)
+    buckets = _buckets(module, patterns, bool(weight_decay and exclude_bias_and_norm), split_muon,
+                       layer_decay is not None)
     groups: list[dict[str, Any]] = []
     for which in range(-1, len(patterns)):
         base = "default" if which < 0 else patterns[which][0]
         group_lr = lr if which < 0 else lr * float(patterns[which][1])
         for decays in (True, False):
             for use_muon in ((True, False) if split_muon else (None,)):
-                params = buckets.get((which, decays, use_muon))
-                if not params:
-                    continue
-                name = base if decays else ("no_decay" if which < 0 else f"{base}/no_decay")
-                group: dict[str, Any] = {
-                    "params": params,
-                    "name": name,
-                    "lr": group_lr,
-                    "weight_decay": float(weight_decay) if decays else 0.0,
-                }
-                if use_muon is not None:
-                    group["name"] = f"{name}/{'muon' if use_muon else 'adamw'}"
-                    group["use_muon"] = use_muon
-                groups.append(group)
+                for depth in sorted({k[3] for k in buckets if k[:3] == (which, decays, use_muon)}):
+                    name = base if decays else ("no_decay" if which < 0 else f"{base}/no_decay")
+                    group: dict[str, Any] = {
+                        "params": buckets[(which, decays, use_muon, depth)],
+                        "name": name,
+                        "lr": group_lr * (layer_decay**depth if layer_decay is not None else 1.0),
+                        "weight_decay": float(weight_decay) if decays else 0.0,
+                    }
+                    if use_muon is not None:
+                        group["name"] = f"{name}/{'muon' if use_muon else 'adamw'}"
+                        group["use_muon"] = use_muon
+                    if layer_decay is not None:
+                        group["name"] += f"/depth{depth}"
+                    groups.append(group)
     return groups
 
 
@@ -321,16 +329,18 @@ def create_optimizer(
     *,
     regularization: Mapping | None = None,
     lr_multipliers: Mapping[str, float] | None = None,
+    lr_layer_decay: float | None = None,
 ) -> torch.optim.Optimizer:
     """Build the optimizer described by the ``optimizer`` config ``cfg`` for ``module``'s parameters.
 
     ``cfg`` is checked by :func:`check_optimizer` (or is its result). Weight decay comes from
     ``regularization.weight_decay`` (applied per group, ``0.0`` for biases and norm parameters unless
     ``regularization.exclude_bias_and_norm`` is false); ``lr_multipliers`` scales the learning rate of
-    matching parameters (see :func:`param_groups`). Classes with ``splits_hidden_matrices = True`` (e.g.
-    :class:`lightopt.core.muon.MuonAdamW`) get groups marked ``use_muon``. When the class takes ``fused`` and
-    ``cfg.fused`` is null or absent, fused kernels are chosen when all parameters are on one device type
-    that has them, CPU and CUDA included (:func:`auto_fused`); an explicit value wins.
+    matching parameters and ``lr_layer_decay`` that of deeper layers (see :func:`param_groups`). Classes with
+    ``splits_hidden_matrices = True`` (e.g. :class:`lightopt.core.muon.MuonAdamW`) get groups marked ``use_muon``.
+    When the class takes ``fused`` and ``cfg.fused`` is null or absent, fused kernels are chosen when all
+    parameters are on one device type that has them, CPU and CUDA included (:func:`auto_fused`); an explicit
+    value wins.
 
     Raises:
         ConfigError: everything :func:`check_optimizer` rejects, bad ``regularization`` or
@@ -345,6 +355,7 @@ def create_optimizer(
         exclude_bias_and_norm=reg["exclude_bias_and_norm"],
         lr_multipliers=lr_multipliers,
         split_muon=bool(getattr(spec.cls, "splits_hidden_matrices", False)),
+        lr_layer_decay=lr_layer_decay,
     )
     if not groups:
         raise ConfigError("optimizer", spec.target, "a model with trainable parameters", "nothing to optimize")

@@ -63,6 +63,7 @@ def configure_optimizers(
     schedule: Mapping | None = None,
     regularization: Mapping | None = None,
     lr_multipliers: Mapping[str, float] | None = None,
+    lr_layer_decay: float | None = None,
     total_steps: int | None = None,
     model: torch.nn.Module | None = None,
 ) -> dict[str, Any]:
@@ -71,7 +72,8 @@ def configure_optimizers(
     Args:
         module: the LightningModule whose parameters are optimized (attached to a trainer when a schedule
             needs the training horizon).
-        cfg: a config with ``optimizer``, ``schedule``, ``regularization`` and ``lr_multipliers`` sections;
+        cfg: a config with ``optimizer``, ``schedule``, ``regularization``, ``lr_multipliers`` and
+            ``lr_layer_decay`` sections;
             the keyword arguments override single sections. A section may be partial: the keys it lacks
             come from the shipped config files (:func:`lightopt.core.defaults.complete_section`), e.g.
             ``{"_target_": "torch.optim.AdamW"}`` takes the lr of ``conf/optimizer/adamw.yaml`` and
@@ -91,11 +93,13 @@ def configure_optimizers(
     schedule = _complete("schedule", schedule, cfg)
     regularization = _complete("regularization", regularization, cfg)
     lr_multipliers = lr_multipliers if lr_multipliers is not None else _section(cfg, "lr_multipliers")
+    lr_layer_decay = lr_layer_decay if lr_layer_decay is not None else _section(cfg, "lr_layer_decay")
     if optimizer is None:
         raise ConfigError("optimizer", None, "an optimizer config with _target_ and lr", "missing")
 
     opt = create_optimizer(
-        model if model is not None else module, optimizer, regularization=regularization, lr_multipliers=lr_multipliers
+        model if model is not None else module, optimizer, regularization=regularization, lr_multipliers=lr_multipliers,
+        lr_layer_decay=lr_layer_decay,
     )
     if schedule_free.is_schedule_free(opt):  # its train/eval modes switched by a callback on the module's trainer
         schedule_free.check_schedule(opt, schedule)

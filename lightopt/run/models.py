@@ -250,6 +250,19 @@ class GPT(nn.Module):
         """Whether the LM head shares the token embedding's weight."""
         return self.lm_head.weight is self.wte.weight
 
+    def lr_layer_depths(self) -> dict[str, int]:
+        """Depth from the output of each parameter, for ``lr_layer_decay``: the LM head and final LayerNorm 0, block
+        ``i`` (of ``n_layer``) ``n_layer - i``, the embeddings ``n_layer + 1`` (a tied head is the token embedding,
+        so it is named and placed as one)."""
+        depths = {}
+        for name, _ in self.named_parameters():
+            part = name.split(".")
+            if part[0] == "blocks":
+                depths[name] = self.n_layer - int(part[1])
+            else:
+                depths[name] = self.n_layer + 1 if part[0] in ("wte", "wpe") else 0
+        return depths
+
     def num_params(self, non_embedding: bool = False) -> int:
         """Parameters, each shared one counted once; ``non_embedding`` leaves out the position embedding
         (and the token embedding unless it is also the LM head), as GPT-2's paper counts."""

@@ -56,7 +56,7 @@ class LitModel(L.LightningModule):
     Args:
         model: the network.
         loss: the criterion, ``loss(model(x), y)``.
-        optimizer, schedule, regularization, lr_multipliers: lightopt config sections.
+        optimizer, schedule, regularization, lr_multipliers, lr_layer_decay: lightopt config sections.
         task: ``"classification"`` (adds accuracy), ``"regression"`` or ``"language_modeling"`` (the model
             maps ``(B, T)`` token ids to ``(B, T, V)`` logits, the loss takes them flattened to ``(B*T, V)``
             and ``(B*T,)``; adds next-token accuracy ``val/acc`` and perplexity ``val/ppl``).
@@ -79,6 +79,7 @@ class LitModel(L.LightningModule):
         num_classes: int | None = None,
         seed: int | None = None,
         divergence_check_every: int = 10,
+        lr_layer_decay: float | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -87,6 +88,7 @@ class LitModel(L.LightningModule):
         self.schedule_cfg = schedule
         self.regularization_cfg = regularization
         self.lr_multipliers = lr_multipliers
+        self.lr_layer_decay = lr_layer_decay
         self.task = task
         self.seed = seed
         self.divergence_check_every = max(1, divergence_check_every)
@@ -138,6 +140,7 @@ class LitModel(L.LightningModule):
             schedule=self.schedule_cfg,
             regularization=self.regularization_cfg,
             lr_multipliers=self.lr_multipliers,
+            lr_layer_decay=self.lr_layer_decay,
             model=self.model,
         )
 

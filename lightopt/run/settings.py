@@ -201,7 +201,7 @@ def check_resumable(ckpt_path: Any, resumed: ResumeState, module: Any) -> None:
 
 def _check_optimizer_state(ckpt_path: Any, saved: list[tuple[frozenset[str], int]], module: Any) -> None:
     optimizer = create_optimizer(module.model, module.optimizer_cfg, regularization=module.regularization_cfg,
-                                 lr_multipliers=module.lr_multipliers)
+                                 lr_multipliers=module.lr_multipliers, lr_layer_decay=module.lr_layer_decay)
     built = _group_summary(optimizer.param_groups)
     allowed = f"a checkpoint of a run with this optimizer config ({type(optimizer).__name__}, " \
               f"{len(built)} param group{'s' if len(built) > 1 else ''})"

@@ -67,7 +67,7 @@ class BuiltRun:
             self.model, self.loss, optimizer=self.optimizer_cfg, schedule=cfg.schedule,
             regularization=cfg.regularization, lr_multipliers=cfg.get("lr_multipliers"), task=self.task,
             num_classes=getattr(self.datamodule, "num_outputs", None) if self.task == "classification" else None,
-            seed=cfg.get("seed"),
+            seed=cfg.get("seed"), lr_layer_decay=cfg.get("lr_layer_decay"),
         )
         return self.module
 

@@ -338,3 +338,58 @@ def test_check_optimizer_rejects_what_create_optimizer_rejects(cfg, key):
     with pytest.raises(ConfigError) as e:
         check_optimizer(cfg)
     assert e.value.key == key
+
+
+# --- layer-wise lr decay ----------------------------------------------------------------------------------
+
+
+def depth_lrs(groups):
+    """{parameter id: lr} over the groups."""
+    return {id(p): g["lr"] for g in groups for p in g["params"]}
+
+
+def test_layer_decay_gives_each_linear_layer_of_an_mlp_lr0_times_decay_to_its_depth():
+    model = nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+    groups = param_groups(model, lr=1.0, weight_decay=0.1, lr_layer_decay=0.5)
+    lrs = depth_lrs(groups)
+    expected = {"0.weight": 0.25, "0.bias": 0.25, "1.weight": 0.25, "1.bias": 0.25,  # the norm: its layer's
+                "3.weight": 0.5, "3.bias": 0.5, "5.weight": 1.0, "5.bias": 1.0}
+    assert {n: lrs[id(p)] for n, p in model.named_parameters()} == expected
+    # still one group per (decay, depth): biases and norms without weight decay at every depth
+    assert sorted(g["name"] for g in groups) == sorted(
+        f"{kind}/depth{d}" for kind in ("default", "no_decay") for d in (0, 1, 2))
+    assert all(g["weight_decay"] == (0.1 if g["name"].startswith("default") else 0.0) for g in groups)
+
+
+def test_layer_decay_composes_with_lr_multipliers_and_one_means_no_decay():
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    lrs = depth_lrs(param_groups(model, lr=1.0, lr_multipliers={"2.*": 10.0}, lr_layer_decay=0.1))
+    assert lrs[id(model[2].weight)] == 10.0 and lrs[id(model[0].weight)] == pytest.approx(0.1)
+    flat = depth_lrs(param_groups(model, lr=1.0, lr_layer_decay=1.0))
+    assert set(flat.values()) == {1.0}
+
+
+def test_gpt_counts_blocks_from_the_head_and_puts_the_embeddings_deepest():
+    from lightopt.run.models import GPT
+
+    gpt = GPT(vocab_size=16, block_size=8, n_layer=3, n_embd=16)
+    lrs = depth_lrs(param_groups(gpt, lr=1.0, lr_layer_decay=0.5))
+    by_name = dict(gpt.named_parameters())
+    assert lrs[id(by_name["ln_f.weight"])] == 1.0
+    assert [lrs[id(by_name[f"blocks.{i}.attn.c_attn.weight"])] for i in range(3)] == [0.125, 0.25, 0.5]
+    assert lrs[id(by_name["wte.weight"])] == lrs[id(by_name["wpe.weight"])] == 0.0625  # the tied head with them
+
+
+@pytest.mark.parametrize("value", [0, 1.5, -0.1, "x", True])
+def test_bad_layer_decay_is_a_config_error(value):
+    with pytest.raises(ConfigError, match="lr_layer_decay"):
+        param_groups(nn.Linear(2, 2), lr=1.0, lr_layer_decay=value)
+
+
+def test_a_models_own_depths_must_cover_every_parameter():
+    class Partial(nn.Sequential):
+        def lr_layer_depths(self):
+            return {"0.weight": 1}
+
+    with pytest.raises(ConfigError, match=r"lr_layer_decay.*gives none for 0.bias"):
+        param_groups(Partial(nn.Linear(2, 2)), lr=1.0, lr_layer_decay=0.5)

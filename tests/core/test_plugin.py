@@ -221,3 +221,12 @@ def test_complete_section_rejects_what_is_not_a_section():
     assert e.value.key == "schedule"
     with pytest.raises(ValueError, match="no shipped defaults"):
         complete_section("trainer", {})
+
+
+def test_lr_layer_decay_reaches_a_users_module_and_its_schedule_keeps_the_ratios():
+    module = UserModule({**CFG, "lr_layer_decay": 0.5})
+    trainer = fit(module, epochs=1)
+    lrs = {g["name"]: g["lr"] for g in trainer.optimizers[0].param_groups}
+    # the output Linear at depth 0, the first Linear and its LayerNorm at depth 1: half its lr at every step
+    assert lrs["default/depth1"] == pytest.approx(0.5 * lrs["default/depth0"])
+    assert lrs["no_decay/depth1"] == pytest.approx(lrs["default/depth1"])

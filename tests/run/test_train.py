@@ -234,3 +234,13 @@ def test_last_checkpoint_is_the_final_state_even_when_the_objective_stopped_impr
     assert last["global_step"] == res["global_step"] == 15
     assert res["best_checkpoint"].endswith("best-epoch000.ckpt")  # the monitored one, not last.ckpt
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["best-epoch000.ckpt", "last.ckpt"]
+
+
+def test_lr_layer_decay_from_the_command_line_logs_each_depths_lr(tmp_path):
+    run(compose_cfg(*QUICK, "lr_layer_decay=0.5", "model.layers=2"), tmp_path)
+    rows = [r for r in read_metrics(tmp_path) if r.get("train/lr/default/depth0")]
+    assert rows
+    for r in rows:  # the MLP's three Linear layers, two of them below the output
+        top = float(r["train/lr/default/depth0"])
+        assert float(r["train/lr/default/depth1"]) == pytest.approx(0.5 * top)
+        assert float(r["train/lr/default/depth2"]) == pytest.approx(0.25 * top)
