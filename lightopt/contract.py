@@ -125,6 +125,7 @@ class RunResult:
     best_checkpoint: str | None = None
     error: str | None = None
     cv: dict[str, Any] | None = None  # cv=kfold: {folds, values, mean, std, run_dirs}; value is the mean
+    averaging: dict[str, Any] | None = None  # averaging=ema|swa: its settings, start_step, updates
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -268,6 +268,11 @@ def _optimizer_rows(trainer: L.Trainer, cfg: Mapping[str, Any], lr_find: Mapping
     decays = sorted({float(g.get("weight_decay", 0.0)) for g in opt.param_groups})
     rows.append(("weight decay", " / ".join(count(d) for d in decays) if decays else "0"))
     rows.append(("param groups", len(opt.param_groups)))
+    averaging = cfg.get("averaging") or {}
+    if averaging.get("name", "none") != "none":
+        detail = ", ".join(f"{k} {count(v)}" for k, v in averaging.items() if k != "name" and v is not None)
+        rows.append(("averaging", f"{averaging['name']} ({detail}): validation, objective and checkpoints use "
+                     "the averaged weights"))
     return rows
 
 

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from lightopt.checks import integer, number, one_of
 from lightopt.contract import TrialContext
+from lightopt.core.averaging import check_averaging
 from lightopt.core.optimizers import check_optimizer, create_optimizer
 from lightopt.errors import ConfigError
 from lightopt.run import console, folds, tracking, tune
@@ -102,6 +103,7 @@ def check_config(cfg: DictConfig, trial: TrialContext | None = None) -> RunSetti
     lr = check_optimizer(cfg.optimizer).lr  # the class's default when the config gives none
     rule = check_lr_scaling(cfg)
     tune_settings = tune.check_tune(cfg)  # before the checkpoint: tune=lr_find and ckpt_path exclude each other
+    check_averaging(cfg.get("averaging"))
     cv = folds.check_cv(cfg)  # before the checkpoint: cv=kfold and ckpt_path exclude each other
     checkpoint = check_checkpoint(cfg.get("ckpt_path"))
     return RunSettings(

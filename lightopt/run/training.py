@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from lightopt.checks import writable_dir
 from lightopt.cli import EXIT_SIGINT, EXIT_SIGTERM
 from lightopt.contract import RESULTS_FILE, RunResult, TrialContext
+from lightopt.core.averaging import Averaging, weight_averaging
 from lightopt.errors import ConfigError
 from lightopt.formatting import error_text, fmt
 from lightopt.objective import worst_value
@@ -309,6 +310,7 @@ def conclude(built: BuiltRun, seconds: float, show: bool = True) -> RunResult:
                               if c.monitor is not None and c.best_model_path and Path(c.best_model_path).is_file()),
                              None),
         error=None if built.failure is None else error_text(built.failure),
+        averaging=next((cb.summary() for cb in trainer.callbacks if isinstance(cb, Averaging)), None),
     )
     if trainer.is_global_zero:
         path = result.write(built.out_dir)
@@ -398,6 +400,9 @@ def _loggers(cfg: DictConfig, out_dir: Path, resumed_run_id: str | None, fold: i
 def _callbacks(cfg: DictConfig, out_dir: Path, tracker: RunTracker, pruning: OptunaPruning | None) -> list[Callback]:
     mode = "max" if cfg.objective.direction == "maximize" else "min"
     callbacks: list[Callback] = [tracker] if pruning is None else [tracker, pruning]
+    averaged = weight_averaging(cfg)  # before the checkpoints: they save the average, validation sees it
+    if averaged is not None:
+        callbacks.append(averaged)
     if cfg.checkpoint.get("enabled", True):
         callbacks.append(ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best-epoch{epoch:03d}",
                                          auto_insert_metric_name=False, monitor=cfg.objective.metric, mode=mode,
