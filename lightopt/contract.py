@@ -126,6 +126,7 @@ class RunResult:
     error: str | None = None
     cv: dict[str, Any] | None = None  # cv=kfold: {folds, values, mean, std, run_dirs}; value is the mean
     averaging: dict[str, Any] | None = None  # averaging=ema|swa: its settings, start_step, updates
+    batch_size_find: dict[str, Any] | None = None  # tune=batch_size: found, configured, cap, mode
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -7,11 +7,12 @@ data to Rich renderables; :func:`run_summary` reads that data off the real objec
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import sys
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,21 @@ def quiet_libraries(in_sweep: bool) -> None:
         logger.addFilter(_DropNotices(notices))
     for message in LIBRARY_WARNINGS:
         warnings.filterwarnings("ignore", message=message)
+
+
+@contextlib.contextmanager
+def lightning_info_off() -> Iterator[None]:
+    """Lightning's info lines off for a while (a finder's trial fits, its checkpoint saved and restored): lightopt
+    says in one line what the finder found. Warnings still show."""
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 def logs_to_files_only() -> None:

@@ -18,6 +18,7 @@ from lightopt.core.averaging import check_averaging
 from lightopt.core.optimizers import check_optimizer, create_optimizer
 from lightopt.errors import ConfigError
 from lightopt.run import console, folds, tracking, tune
+from lightopt.run.batch_size import BatchSizeSettings, check_batch_size_finder
 from lightopt.run.task import loss_left_open, objective_of
 
 LR_SCALING_RULES = {"none": 0.0, "linear": 1.0, "sqrt": 0.5}  # rule -> exponent of the batch-size ratio
@@ -38,6 +39,7 @@ class RunSettings:
     resumed_run_id: str | None = None  # the W&B run id in ckpt_path's checkpoint, which a resume continues
     resumed: ResumeState | None = None  # what ckpt_path's checkpoint holds, to match against the built run
     cv: folds.CVSettings | None = None  # cv=kfold's settings, None without cross-validation
+    batch_size: BatchSizeSettings | None = None  # tune=batch_size's settings, None without the finder
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,7 @@ def check_config(cfg: DictConfig, trial: TrialContext | None = None) -> RunSetti
     lr = check_optimizer(cfg.optimizer).lr  # the class's default when the config gives none
     rule = check_lr_scaling(cfg)
     tune_settings = tune.check_tune(cfg)  # before the checkpoint: tune=lr_find and ckpt_path exclude each other
+    batch_finder = check_batch_size_finder(cfg)
     check_averaging(cfg.get("averaging"))
     cv = folds.check_cv(cfg)  # before the checkpoint: cv=kfold and ckpt_path exclude each other
     checkpoint = check_checkpoint(cfg.get("ckpt_path"))
@@ -110,7 +113,7 @@ def check_config(cfg: DictConfig, trial: TrialContext | None = None) -> RunSetti
         objective=metric, direction=direction, reduce=reduce, lr=lr, lr_scaling=rule,
         tune=tune_settings, console=console.settings(cfg, in_sweep=trial is not None), trial=trial,
         resumed_run_id=tracking.previous_run_id(checkpoint),
-        resumed=None if checkpoint is None else ResumeState.of(checkpoint), cv=cv,
+        resumed=None if checkpoint is None else ResumeState.of(checkpoint), cv=cv, batch_size=batch_finder,
     )
 
 

@@ -29,6 +29,7 @@ from lightopt.errors import ConfigError
 from lightopt.formatting import error_text, fmt
 from lightopt.objective import worst_value
 from lightopt.run import console, folds, speed, task, tracking, tune
+from lightopt.run.batch_size import BatchSizeResult, find_batch_size
 from lightopt.run.checkpoints import LAST_CHECKPOINT, check_written, last_path, save_last
 from lightopt.run.module import LitModel
 from lightopt.run.pruning import OptunaPruning
@@ -58,6 +59,7 @@ class BuiltRun:
     lr: float | None
     module: LitModel | None = None
     found: tune.LRFindResult | None = None
+    batch_found: BatchSizeResult | None = None
     status: str = "completed"
     failure: BaseException | None = field(default=None, repr=False)
 
@@ -232,8 +234,11 @@ def fit(built: BuiltRun, launch: RankLaunch | None = None) -> None:
     try:
         with ranks as launch:
             launch.trainer = launch.trainer or trainer
-            if settings.tune is not None:
-                module = _find_lr(built, module)
+            with console.lightning_info_off():
+                if settings.batch_size is not None:  # first: the lr finder measures at the batch size found
+                    module = _find_batch_size(built, module)
+                if settings.tune is not None:
+                    module = _find_lr(built, module)
             trainer.fit(module, datamodule=built.datamodule, ckpt_path=cfg.get("ckpt_path"))
             # the exact final state (a run stopped by max_steps or a pruner ends between epoch checkpoints);
             # inside the block: under DDP every rank takes part, while the trial's ranks still run
@@ -277,6 +282,15 @@ def _interruption_exit_code(trainer: L.Trainer, err: BaseException) -> int | Non
     return None
 
 
+def _find_batch_size(built: BuiltRun, module: LitModel) -> LitModel:
+    """``tune=batch_size``: Lightning's finder sets ``data.batch_size``; ``lr_scaling`` then scales the lr for it.
+    The finder trains the module it is given, so a fresh one (same restored network) is built."""
+    built.batch_found = find_batch_size(built.trainer, module, built.datamodule, built.settings.batch_size)
+    built.optimizer_cfg, built.lr = _scaled_optimizer_cfg(built.cfg, built.settings, built.trainer,
+                                                          built.batch_found.found)
+    return built.make_module()
+
+
 def _find_lr(built: BuiltRun, module: LitModel) -> LitModel:
     """``tune=lr_find``: the range test trains the module it is given, so a fresh one (same restored network)
     is built with the suggestion as lr0."""
@@ -311,6 +325,7 @@ def conclude(built: BuiltRun, seconds: float, show: bool = True) -> RunResult:
                              None),
         error=None if built.failure is None else error_text(built.failure),
         averaging=next((cb.summary() for cb in trainer.callbacks if isinstance(cb, Averaging)), None),
+        batch_size_find=None if built.batch_found is None else built.batch_found.as_dict(),
     )
     if trainer.is_global_zero:
         path = result.write(built.out_dir)
@@ -417,14 +432,16 @@ def _callbacks(cfg: DictConfig, out_dir: Path, tracker: RunTracker, pruning: Opt
     return callbacks
 
 
-def _scaled_optimizer_cfg(cfg: DictConfig, settings: RunSettings,
-                          trainer: L.Trainer) -> tuple[DictConfig, float | None]:
-    """``cfg.optimizer`` with ``lr`` scaled by ``lr_scaling`` for this trainer's global batch, and that lr."""
+def _scaled_optimizer_cfg(cfg: DictConfig, settings: RunSettings, trainer: L.Trainer,
+                          batch_size: int | None = None) -> tuple[DictConfig, float | None]:
+    """``cfg.optimizer`` with ``lr`` scaled by ``lr_scaling`` for this trainer's global batch (of ``batch_size`` per
+    device, default ``data.batch_size``), and that lr."""
     rule, base_lr = settings.lr_scaling, settings.lr
     if rule == "none":
         return cfg.optimizer, base_lr
-    global_batch = cfg.data.batch_size * trainer.world_size * trainer.accumulate_grad_batches
-    factor = lr_scale_factor(rule, cfg.data.batch_size, trainer.world_size, trainer.accumulate_grad_batches,
+    batch_size = cfg.data.batch_size if batch_size is None else batch_size
+    global_batch = batch_size * trainer.world_size * trainer.accumulate_grad_batches
+    factor = lr_scale_factor(rule, batch_size, trainer.world_size, trainer.accumulate_grad_batches,
                              cfg.lr_scaling.base_batch_size)
     lr = base_lr * factor
     log.info("lr_scaling.rule=%s: lr %g x %g = %g for a global batch of %d", rule, base_lr, factor, lr, global_batch)

@@ -79,7 +79,7 @@ def check_tune(cfg: DictConfig | Mapping[str, Any]) -> LRFindSettings | None:
         return None
     if name != "lr_find":
         raise ConfigError("tune.name", name, " | ".join(TUNERS))
-    unknown = sorted(set(tune) - set(LR_FIND_KEYS))
+    unknown = sorted(set(tune) - set(LR_FIND_KEYS) - {"batch_size"})  # tune.batch_size: lightopt.run.batch_size
     if unknown:
         raise ConfigError(f"tune.{unknown[0]}", tune[unknown[0]], f"keys of tune=lr_find: {', '.join(LR_FIND_KEYS)}",
                           "unknown key")
