@@ -18,21 +18,24 @@ def results(path):
 
 
 def test_the_finder_doubles_up_to_the_training_split_and_the_run_trains_at_that_size(tmp_path):
-    run(compose_cfg(*QUICK, "tune=batch_size", "trainer.limit_train_batches=null"), tmp_path)
+    run(compose_cfg(*QUICK, "tune=batch_size", "tune.batch_size.init_val=128", "trainer.limit_train_batches=null"),
+        tmp_path)
     res = results(tmp_path)
-    # digits: 1438 training samples; on a CPU nothing runs out of memory, so 2, 4, ... up to 1024 all ran
+    # digits: 1438 training samples; on a CPU nothing runs out of memory, so 128, 256, 512 and 1024 all ran
     assert res["batch_size_find"] == {"found": 1024, "configured": 64, "cap": 1438, "mode": "power"}
     assert res["global_step"] == 2 * 2  # two batches (1024 + 414) per epoch, two epochs
     assert not list(tmp_path.glob(".scale_batch_size_*.ckpt"))  # Lightning's checkpoint of the search is gone
 
 
 def test_max_val_caps_the_search(tmp_path):
-    run(compose_cfg(*QUICK, "tune=batch_size", "tune.batch_size.max_val=100"), tmp_path)
+    run(compose_cfg(*QUICK, "tune=batch_size", "tune.batch_size.init_val=16", "tune.batch_size.max_val=100"),
+        tmp_path)
     assert results(tmp_path)["batch_size_find"]["found"] == 64
 
 
 def test_with_lr_find_the_batch_size_comes_first_and_lr_scaling_applies_to_it(tmp_path):
-    run(compose_cfg(*QUICK, "tune=[batch_size,lr_find]", "tune.batch_size.max_val=256", "lr_scaling.rule=linear",
+    run(compose_cfg(*QUICK, "tune=[batch_size,lr_find]", "tune.batch_size.init_val=64", "tune.batch_size.max_val=256",
+                    "lr_scaling.rule=linear",
                     "tune.num_training=40", "tune.min_lr=2.0e-3"), tmp_path)
     res = results(tmp_path)
     assert res["batch_size_find"]["found"] == 256
