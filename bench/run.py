@@ -24,6 +24,9 @@ Cases:
 - ``sweep_idle`` / ``sweep_idle_joblib``: the idle share of the slots of a sweep with ``n_jobs=2`` whose
   trials sleep 0.5 s or 4 s (``tests/apps/tiny``, no training), with the basic and the joblib launcher, beside
   the idle share the same trials would have with a batch barrier and no other overhead. Lower is better.
+- ``cpu_start_up``: the wall time from launching a default run (``logger=none``; also ``wandb``, offline) to
+  its first training step, phase by phase (``bench/start_up.py``), over ``python -c "import lightning.pytorch"``
+  in the same rounds: what lightopt adds to the imports every Lightning script pays.
 - ``cpu_sweep_parallel``: trials per minute of a digits sweep (``python train.py -m``) with two trials in
   flight (``hydra.sweeper.n_jobs=2``) over one at a time; ``gpu_sweep_parallel`` (with
   ``--gpu``) the same with every trial on the one GPU.
@@ -260,6 +263,56 @@ GPT2_SMALL = {"vocab_size": 50304, "block_size": 1024, "n_layer": 12, "n_head": 
 GPT_TINY = {"vocab_size": 256, "block_size": 64, "n_layer": 2, "n_head": 2, "n_embd": 64}
 
 
+PHASES = ("torch", "lightning", "lightopt", "compose", "build", "first_step")
+
+
+def start_up_once(logger: str, work: Path) -> dict[str, float]:
+    """Seconds from launching ``bench/start_up.py`` to the end of each of its phases, and to the first step."""
+    work.mkdir(parents=True, exist_ok=True)
+    launched = time.time()
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "start_up.py"), logger, str(work)], cwd=work,
+                         capture_output=True, text=True, check=True, timeout=300)
+    marks = json.loads(out.stdout.strip().splitlines()[-1])
+    ends = [launched] + [marks[p] for p in PHASES]
+    return {p: round(b - a, 3) for p, a, b in zip(PHASES, ends[:-1], ends[1:], strict=True)} | {
+        "total": round(marks["first_step"] - launched, 3)}
+
+
+def bare_import_once() -> float:
+    """Seconds from launching ``python -c "import lightning.pytorch"`` to the end of that import (not of the
+    process): what any Lightning script pays before its own code."""
+    launched = time.time()
+    out = subprocess.run([sys.executable, "-c", "import time, lightning.pytorch; print(time.time())"], check=True,
+                         capture_output=True, text=True, timeout=300)
+    return float(out.stdout.strip().splitlines()[-1]) - launched
+
+
+def start_up(small: bool, work: Path) -> dict[str, Any]:
+    """Launch to first training step of a default run (``logger=none``; and ``wandb`` offline) over the bare
+    import of Lightning, in alternating rounds."""
+    rounds = 1 if small else 3
+    runs, bare, wandb_runs = [], [], []
+    for r in range(rounds):
+        bare.append(bare_import_once())
+        runs.append(start_up_once("none", work / f"start-up-{r}"))
+        if not small:
+            wandb_runs.append(start_up_once("wandb", work / f"start-up-wandb-{r}"))
+    total = statistics.median(r["total"] for r in runs)
+    phases = {p: round(statistics.median(r[p] for r in runs), 3) for p in PHASES}
+    result = {
+        "ratio": round(total / statistics.median(bare), 3),
+        "seconds_to_first_step": round(total, 3),
+        "bare_lightning_import_s": round(statistics.median(bare), 3),
+        "phases_s": phases,
+        "imports_share": round((phases["torch"] + phases["lightning"] + phases["lightopt"]) / total, 3),
+        "rounds": rounds,
+        "target": "<= 3 s to the first step; the ratio is over `import lightning.pytorch` alone",
+    } | spread([r["total"] / b for r, b in zip(runs, bare, strict=True)])
+    if wandb_runs:
+        result["seconds_to_first_step_wandb"] = round(statistics.median(r["total"] for r in wandb_runs), 3)
+    return result
+
+
 def gpt_flops_per_token(model: nn.Module, cfg: dict[str, int]) -> float:
     """Training FLOPs per token, 6 N + 12 L T C: 6 per parameter (position embedding excluded), plus attention."""
     n = sum(p.numel() for p in model.parameters()) - model.wpe.weight.numel()
@@ -488,9 +541,14 @@ def environment() -> dict[str, Any]:
 
 
 def markdown_row(name: str, r: dict[str, Any]) -> str:
-    # the first two rates of a case: lightopt's (or the variant measured), then the baseline's
-    (k1, lo), (k2, pl) = [(k, v) for k, v in r.items() if "_per_" in k][:2]
-    unit = k1.split("_", 1)[1].replace("_", " ")
+    # the first two rates of a case: lightopt's (or the variant measured), then the baseline's; a case of
+    # durations (cpu_start_up) shows its seconds instead
+    rates = [(k, v) for k, v in r.items() if "_per_" in k][:2]
+    if len(rates) == 2:
+        (k1, lo), (_, pl) = rates
+        unit = k1.split("_", 1)[1].replace("_", " ")
+    else:
+        lo, pl, unit = r["seconds_to_first_step"], r["bare_lightning_import_s"], "s"
     ratio = f"{r['ratio']} (noisy: rounds spread {r['spread']:.0%})" if r.get("noisy") else r["ratio"]
     return f"| {name} | {ratio} | {lo} {unit} | {pl} {unit} | {r.get('target', '')} |"
 
@@ -524,7 +582,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "cpu_gpt": lambda: gpt_case(torch.device("cpu"), args.small, compiled=False),
             "cpu_sweep_parallel": lambda: sweep_parallel(args.small, work),
             "sweep_idle": lambda: sweep_idle(args.small, work),
-            "sweep_idle_joblib": lambda: sweep_idle(args.small, work, "joblib")}
+            "sweep_idle_joblib": lambda: sweep_idle(args.small, work, "joblib"),
+            "cpu_start_up": lambda: start_up(args.small, work)}
     if args.gpu:
         plan |= {"gpu_gpt": lambda: gpt_case(torch.device("cuda"), args.small, compiled=False),
                  "gpu_gpt_compiled": lambda: gpt_case(torch.device("cuda"), args.small, compiled=True),

@@ -40,8 +40,8 @@ def test_small_cpu_benchmark_writes_ratios(tmp_path, capsys):
     bench.main(["--small", "--out", str(out)])
     printed = capsys.readouterr().out
     # each case's figures as it finishes, before the final table
-    assert printed.index("[1/7] cpu_digits ...") < printed.index("[1/7] | cpu_digits |") < printed.index(
-        "[2/7] cpu_digits_wandb ...")
+    assert printed.index("[1/8] cpu_digits ...") < printed.index("[1/8] | cpu_digits |") < printed.index(
+        "[2/8] cpu_digits_wandb ...")
     data = json.loads(out.read_text())
     case = data["cpu_digits"]
     assert case["lightopt_steps_per_s"] > 0 and case["plain_steps_per_s"] > 0
@@ -57,6 +57,10 @@ def test_small_cpu_benchmark_writes_ratios(tmp_path, capsys):
     assert sweeps["parallel_trials_per_min"] > 0 and sweeps["sequential_trials_per_min"] > 0
     for name in ("sweep_idle", "sweep_idle_joblib"):
         assert 0 <= data[name]["idle_per_slot_time"] < 1 and data[name]["barrier_idle_per_slot_time"] > 0
+    start = data["cpu_start_up"]  # launch to first step, phase by phase, over the bare import of Lightning
+    assert start["seconds_to_first_step"] == pytest.approx(sum(start["phases_s"].values()), abs=0.01)
+    assert start["ratio"] == pytest.approx(start["seconds_to_first_step"] / start["bare_lightning_import_s"],
+                                           abs=0.01)
     table = out.with_suffix(".md").read_text()
     assert "| cpu_digits |" in table and "| cpu_sweep_parallel |" in table
 
