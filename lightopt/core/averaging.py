@@ -165,6 +165,9 @@ class Averaging(WeightAveraging):
 
 def weight_averaging(cfg: Any) -> Averaging | None:
     """The callback for ``cfg``'s ``averaging`` section (or that section itself), None for ``none``."""
-    section = cfg.get("averaging") if hasattr(cfg, "get") and "name" not in cfg else cfg
+    if cfg is None or "averaging" in cfg:
+        section = None if cfg is None else cfg.get("averaging")
+    else:  # the section itself, or a config without one
+        section = cfg if set(cfg) <= {key for keys in KEYS.values() for key in keys} else None
     settings = check_averaging(section)
     return None if settings is None else Averaging(settings)

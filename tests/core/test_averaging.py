@@ -84,6 +84,7 @@ def test_a_users_trainer_gets_the_callback_from_a_config():
     callback = lightopt.weight_averaging({"averaging": {"name": "ema", "decay": 0.9}})
     assert isinstance(callback, Averaging) and callback.settings.decay == 0.9
     assert lightopt.weight_averaging({"name": "none"}) is None
+    assert lightopt.weight_averaging({"name": "my-run", "optimizer": {}}) is None  # a config without the section
 
 
 @pytest.mark.parametrize("section,key", [({"name": "ema", "decay": 1.0}, "averaging.decay"),
