@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from lightopt.checks import integer, number, one_of
 from lightopt.contract import TrialContext
-from lightopt.core.averaging import check_averaging
+from lightopt.core.averaging import AveragingSettings, check_averaging
 from lightopt.core.optimizers import check_optimizer, create_optimizer
 from lightopt.errors import ConfigError
 from lightopt.run import console, folds, tracking, tune
@@ -40,6 +40,7 @@ class RunSettings:
     resumed: ResumeState | None = None  # what ckpt_path's checkpoint holds, to match against the built run
     cv: folds.CVSettings | None = None  # cv=kfold's settings, None without cross-validation
     batch_size: BatchSizeSettings | None = None  # tune=batch_size's settings, None without the finder
+    averaging: AveragingSettings | None = None  # averaging=ema|swa's settings, None without averaging
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ def check_config(cfg: DictConfig, trial: TrialContext | None = None) -> RunSetti
     rule = check_lr_scaling(cfg)
     tune_settings = tune.check_tune(cfg)  # before the checkpoint: tune=lr_find and ckpt_path exclude each other
     batch_finder = check_batch_size_finder(cfg)
-    check_averaging(cfg.get("averaging"))
+    averaging = check_averaging(cfg.get("averaging"))
     cv = folds.check_cv(cfg)  # before the checkpoint: cv=kfold and ckpt_path exclude each other
     checkpoint = check_checkpoint(cfg.get("ckpt_path"))
     return RunSettings(
@@ -114,6 +115,7 @@ def check_config(cfg: DictConfig, trial: TrialContext | None = None) -> RunSetti
         tune=tune_settings, console=console.settings(cfg, in_sweep=trial is not None), trial=trial,
         resumed_run_id=tracking.previous_run_id(checkpoint),
         resumed=None if checkpoint is None else ResumeState.of(checkpoint), cv=cv, batch_size=batch_finder,
+        averaging=averaging,
     )
 
 

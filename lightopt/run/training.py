@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from lightopt.checks import writable_dir
 from lightopt.cli import EXIT_SIGINT, EXIT_SIGTERM
 from lightopt.contract import RESULTS_FILE, RunResult, TrialContext
-from lightopt.core.averaging import Averaging, weight_averaging
+from lightopt.core.averaging import Averaging
 from lightopt.errors import ConfigError
 from lightopt.formatting import error_text, fmt
 from lightopt.objective import worst_value
@@ -119,15 +120,15 @@ def cross_validate(cfg: DictConfig, settings: RunSettings, out_dir: Path,
             result = conclude(built, time.perf_counter() - fold_start, show=False)
             results.append(result)
             dirs.append(str(built.out_dir))
-            done = [r.value for r in results]
+            running_mean = statistics.fmean(r.value for r in results)
             if built.trainer.is_global_zero:  # in a sweep, its line per trial says it
                 (log.info if settings.trial is None else log.debug)(
                     "fold %d of %d: %s = %s (%s), mean so far %s", fold + 1, cv.folds, settings.objective,
-                    fmt(result.value, 6), result.status, fmt(sum(done) / len(done), 6))
+                    fmt(result.value, 6), result.status, fmt(running_mean, 6))
             if result.status != "completed":
                 status, failure = result.status, built.failure
                 break
-            if reports is not None and reports.report(built.trainer, sum(done) / len(done), fold + 1, unit="fold"):
+            if reports is not None and reports.report(built.trainer, running_mean, fold + 1, unit="fold"):
                 status = "pruned"
                 break
     return _conclude_folds(built, results, dirs, status, failure, time.perf_counter() - start), failure
@@ -188,7 +189,7 @@ def build(cfg: DictConfig, settings: RunSettings, out_dir: Path, fold: int | Non
     # before the bar: printed above it; of a cross-validation, the first fold's
     summary = [console.RunSummary(cfg, out_dir)] if shown.summary and fold in (None, 0) else []
     trainer_kwargs: dict[str, Any] = {
-        "callbacks": _callbacks(cfg, out_dir, tracker, pruning) + tracking.callbacks(loggers) + summary
+        "callbacks": _callbacks(cfg, settings, out_dir, tracker, pruning) + tracking.callbacks(loggers) + summary
         + console.progress_bar_callbacks(shown),
         "enable_progress_bar": shown.progress_bar != "none",
         "logger": loggers or False,
@@ -412,12 +413,12 @@ def _loggers(cfg: DictConfig, out_dir: Path, resumed_run_id: str | None, fold: i
     return loggers
 
 
-def _callbacks(cfg: DictConfig, out_dir: Path, tracker: RunTracker, pruning: OptunaPruning | None) -> list[Callback]:
+def _callbacks(cfg: DictConfig, settings: RunSettings, out_dir: Path, tracker: RunTracker,
+               pruning: OptunaPruning | None) -> list[Callback]:
     mode = "max" if cfg.objective.direction == "maximize" else "min"
     callbacks: list[Callback] = [tracker] if pruning is None else [tracker, pruning]
-    averaged = weight_averaging(cfg)  # before the checkpoints: they save the average, validation sees it
-    if averaged is not None:
-        callbacks.append(averaged)
+    if settings.averaging is not None:  # before the checkpoints: they save the average, validation sees it
+        callbacks.append(Averaging(settings.averaging))
     if cfg.checkpoint.get("enabled", True):
         callbacks.append(ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best-epoch{epoch:03d}",
                                          auto_insert_metric_name=False, monitor=cfg.objective.metric, mode=mode,

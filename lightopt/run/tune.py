@@ -13,7 +13,7 @@ import logging
 import math
 import statistics
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -211,6 +211,17 @@ def centered_median(losses: Sequence[float], window: int) -> list[float]:
     return [statistics.median(losses[max(0, i - half):i + half + 1]) for i in range(len(losses))]
 
 
+def finite_length(losses: Sequence[float]) -> int:
+    """Points of the curve up to its first loss that is not finite (the test diverged there)."""
+    return next((i for i, v in enumerate(losses) if not math.isfinite(v)), len(losses))
+
+
+def smoothed_curve(losses: Sequence[float]) -> list[float]:
+    """The curve :func:`suggest` reads: the finite start of ``losses``, by :func:`centered_median`."""
+    n = finite_length(losses)
+    return centered_median(losses[:n], window_of(n))
+
+
 @dataclass(frozen=True)
 class Suggestion:
     """What :func:`suggest` reads off a range test's curve; ``lr`` None with the ``problem`` when nothing."""
@@ -219,6 +230,7 @@ class Suggestion:
     min_loss_lr: float | None = None
     descent: float | None = None
     problem: str | None = None
+    curve: list[float] = field(default_factory=list, repr=False)  # the smoothed curve it read (finite start)
 
 
 def suggest(lrs: Sequence[float], losses: Sequence[float]) -> Suggestion:
@@ -231,33 +243,30 @@ def suggest(lrs: Sequence[float], losses: Sequence[float]) -> Suggestion:
     at which training turns unstable: Smith 2017, fastai's ``minimum``), but never below the lr where the loss
     had made a tenth of its fall: an lr at which the test trained nothing is never suggested.
     """
-    n = next((i for i, v in enumerate(losses) if not math.isfinite(v)), len(losses))
-    n = min(n, len(lrs))
+    n = min(finite_length(losses), len(lrs))
+    curve = smoothed_curve(losses[:n])
     if n < START_POINTS + 1:
-        return Suggestion(None, problem=f"{n} finite loss values (at least {START_POINTS + 1} needed)")
-    curve = centered_median(losses[:n], window_of(n))
+        return Suggestion(None, problem=f"{n} finite loss values (at least {START_POINTS + 1} needed)", curve=curve)
     start = statistics.fmean(losses[:START_POINTS])
     best = min(range(n), key=curve.__getitem__)
     fall = start - curve[best]
     descent = fall / abs(start) if start else 0.0
     if descent < MIN_DESCENT:
         return Suggestion(None, lrs[best], descent, f"no clear descent: the smoothed loss fell from {start:.4g} to at "
-                          f"best {curve[best]:.4g} ({descent:.0%}; at least {MIN_DESCENT:.0%} needed)")
+                          f"best {curve[best]:.4g} ({descent:.0%}; at least {MIN_DESCENT:.0%} needed)", curve)
     began = next(i for i in range(best + 1) if curve[i] <= start - 0.1 * fall)
-    return Suggestion(max(lrs[best] / 10, lrs[began]), lrs[best], descent)
+    return Suggestion(max(lrs[best] / 10, lrs[began]), lrs[best], descent, curve=curve)
 
 
-def _save_curve(lrs: Sequence[float], losses: Sequence[float], path: Path) -> None:
+def _save_curve(lrs: Sequence[float], losses: Sequence[float], curve: Sequence[float], path: Path) -> None:
     """The test's curve as CSV: ``step, lr, loss, smoothed_loss`` (empty after the first loss that is not finite)."""
     import csv
 
-    n = next((i for i, v in enumerate(losses) if not math.isfinite(v)), len(losses))
-    curve = centered_median(losses[:n], window_of(n))
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["step", "lr", "loss", "smoothed_loss"])
         for i, (lr, loss) in enumerate(zip(lrs, losses, strict=False)):
-            writer.writerow([i, lr, loss if math.isfinite(loss) else "", curve[i] if i < n else ""])
+            writer.writerow([i, lr, loss if math.isfinite(loss) else "", curve[i] if i < len(curve) else ""])
 
 
 def _save_plot(lrs: Sequence[float], losses: Sequence[float], found: Suggestion, mode: str, path: Path) -> None:
@@ -266,9 +275,9 @@ def _save_plot(lrs: Sequence[float], losses: Sequence[float], found: Suggestion,
 
     fig = Figure(figsize=(6.4, 4.8))
     ax = fig.add_subplot()
-    n = next((i for i, v in enumerate(losses) if not math.isfinite(v)), min(len(lrs), len(losses)))
+    n = len(found.curve)
     ax.plot(lrs[:n], losses[:n], color="0.75", linewidth=0.8, label="loss")
-    ax.plot(lrs[:n], centered_median(losses[:n], window_of(n)), color="C0", label="smoothed loss")
+    ax.plot(lrs[:n], found.curve, color="C0", label="smoothed loss")
     if n:  # spikes past the minimum would squash the descent into a flat line
         start, low = statistics.fmean(losses[:START_POINTS]), min(losses[:n])
         ax.set_ylim(low - 0.05 * abs(start - low), max(start, low) + 0.6 * abs(start - low) + 1e-12)
@@ -316,7 +325,7 @@ def find_lr(
     found = suggest(lrs, losses)
     plot = None
     if lrs and trainer.is_global_zero:
-        _save_curve(lrs, losses, out_dir / CURVE_NAME)
+        _save_curve(lrs, losses, found.curve, out_dir / CURVE_NAME)
         _save_plot(lrs, losses, found, settings.mode, out_dir / PLOT_NAME)
         plot = PLOT_NAME
     if found.lr is None:
