@@ -139,6 +139,10 @@ class SearchSpace:
     def names(self) -> list[str]:
         return list(dict.fromkeys(p.name for p in self.params))
 
+    def numeric_keys(self) -> set[str]:
+        """The config keys of the searched numbers (interval, range): their values cannot change a composition."""
+        return {p.key.lstrip("+") for p in self.params if p.texts is None and "@" not in p.key}
+
     @property
     def conditional(self) -> bool:
         return any(p.when for p in self.params)

@@ -26,6 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 from lightopt.cli import EXIT_SIGINT, EXIT_SIGTERM
 from lightopt.contract import RunResult, TrialContext
 from lightopt.formatting import error_text, fmt
+from lightopt.search.composing import TrialConfigs
 from lightopt.search.locks import Heartbeat, StudyLock
 from lightopt.search.outcome import FINISHED_STATUSES, Outcome, judge
 from lightopt.search.outputs import print_summary, write_optimization_results, write_trials_csv
@@ -68,7 +69,6 @@ class Pending:
     context: TrialContext
     run_dir: str | None = None
     told: bool = False
-    shape: tuple[str, ...] = ()  # the overrides with numeric values left out: what composition depends on
 
 
 @dataclass
@@ -77,7 +77,7 @@ class SweepPlan:
 
     cfg: Mapping[str, Any]  # the sweeper's settings (hydra.sweeper)
     config: DictConfig  # the sweep's master config
-    config_loader: Any  # Hydra's, to compose each trial's config
+    configs: TrialConfigs  # composes each trial's config (the launcher's config loader too)
     launcher: Any  # Hydra's launcher
     study: optuna.Study
     storage: optuna.storages.RDBStorage
@@ -113,8 +113,6 @@ class SweepLoop:
         self.signal_name: str | None = None  # SIGINT or SIGTERM, once one stopped the sweep
         self.sampler_ready = False
         self.exhausted = False
-        self.numeric_keys = {p.key for p in plan.space.params if p.texts is None}
-        self.composed: dict[tuple[str, ...], DictConfig] = {}
         self.last_error: str | None = None
         self.ended: str | None = None  # why no further trial started, when not n_trials
         self.workers: Workers | None = None
@@ -177,9 +175,7 @@ class SweepLoop:
         keys = tuple(line.split("=", 1)[0].lstrip("+~") for line in overrides)
         context = TrialContext(hide_password(self.storage_url), self.study_name, trial.number, self.plan.pruner, keys,
                                self.plan.entry_point, threads=self.plan.threads)
-        searched = [*overrides, *self.plan.device_overrides]
-        shape = tuple(key if (key := line.split("=", 1)[0]) in self.numeric_keys else line for line in searched)
-        return Pending(trial, [*self.space.fixed, *searched], context, shape=shape)
+        return Pending(trial, [*self.space.fixed, *overrides, *self.plan.device_overrides], context)
 
     def _custom_overrides(self, trial: optuna.Trial) -> list[str]:
         known = set(self.space.names)
@@ -194,19 +190,9 @@ class SweepLoop:
     # ---------------------------------------------------------------- launch & tell
 
     def _prepare(self, pending: Pending) -> bool:
-        """Compose the trial's config (as the launcher will) to catch composition errors and learn its run dir.
-
-        Trials differing only in numeric values compose alike, so one composition per shape is enough
-        (composing takes a good fraction of a second).
-        """
-        loader = self.plan.config_loader
-        cfg = self.composed.get(pending.shape)
+        """Compose the trial's config (as the launcher will) to catch composition errors and learn its run dir."""
         try:
-            if cfg is None:
-                cfg = loader.load_sweep_config(master_config=self.plan.config, sweep_overrides=list(pending.overrides))
-                if len(self.composed) > 256:  # shapes are few unless a custom search space adds numbers
-                    self.composed.clear()
-                self.composed[pending.shape] = cfg
+            cfg = self.plan.configs.load_sweep_config(self.plan.config, list(pending.overrides))
             with open_dict(cfg):
                 cfg.hydra.job.num = pending.trial.number
                 cfg.hydra.job.id = pending.trial.number
@@ -381,7 +367,7 @@ class SweepLoop:
         try:
             from lightopt.search.report import after_sweep
 
-            after_sweep(self.sweep_dir, self.study, [self.plan.config, *self.composed.values()])
+            after_sweep(self.sweep_dir, self.study, [self.plan.config, *self.plan.configs.configs()])
         except Exception as err:  # noqa: BLE001 - e.g. matplotlib missing
             log.warning("no sweep report: %s", error_text(err))
 

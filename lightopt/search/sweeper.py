@@ -31,6 +31,7 @@ from lightopt.formatting import error_text
 from lightopt.objective import DIRECTIONS, metric_direction
 from lightopt.run.ranks import own_entry_point
 from lightopt.run.task import objective_of
+from lightopt.search.composing import TrialConfigs
 from lightopt.search.locks import StudyLock
 from lightopt.search.seeding import enqueue, enqueued_line, ran_trials, warm_start
 from lightopt.search.space import SearchSpace, build_search_space
@@ -62,16 +63,12 @@ class OptunaSweeper(Sweeper):
         self.cfg = cfg
         self.hydra_context: HydraContext | None = None
         self.config: DictConfig | None = None
-        self.launcher: Any = None
+        self.task_function: TaskFunction | None = None
         self._warned: set[tuple[str, str]] = set()  # (key, _target_) already warned about
         self._gpus: int | None = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        from hydra.core.plugins import Plugins
-
-        self.hydra_context, self.config = hydra_context, config
-        self.launcher = Plugins.instance().instantiate_launcher(
-            hydra_context=hydra_context, task_function=task_function, config=config)
+        self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
 
     # ------------------------------------------------------------------ config
 
@@ -243,7 +240,7 @@ class OptunaSweeper(Sweeper):
                 os.environ[PASSWORD_ENV] = saved_env
 
     def _sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
-        assert self.config is not None and self.hydra_context is not None and self.launcher is not None
+        assert self.config is not None and self.hydra_context is not None and self.task_function is not None
         self._check()
         sweep_dir = writable_dir("hydra.sweep.dir", Path(str(self.config.hydra.sweep.dir)).absolute())
         worker = self.cfg.get("worker")
@@ -284,9 +281,10 @@ class OptunaSweeper(Sweeper):
                      "".join(f"; {line}" for line in seeded if line))
             log.info("search space: %s; fixed: %s", ", ".join(f"{p.name}={p.source}" + (" (conditional)" if p.when
                      else "") for p in space.params) or "(none)", " ".join(space.fixed) or "(none)")
+            configs = TrialConfigs(self.hydra_context.config_loader, space.numeric_keys())
             run = SweepLoop(SweepPlan(
-                cfg=self.cfg, config=self.config, config_loader=self.hydra_context.config_loader,
-                launcher=self.launcher, study=study, storage=storage, lock=lock, space=space, custom=custom,
+                cfg=self.cfg, config=self.config, configs=configs, launcher=self._launcher(configs), study=study,
+                storage=storage, lock=lock, space=space, custom=custom,
                 n_trials=n_trials, directions=directions, objectives=objectives, sweep_dir=sweep_dir,
                 storage_url=storage_url, study_name=study_name, grid_points=grid_points, pruner=self._get("pruner"),
                 make_sampler=lambda offset: self._instantiate("sampler", self._grid_extra(grid_kind, space), offset),
@@ -302,6 +300,15 @@ class OptunaSweeper(Sweeper):
                     run.report()
         finally:
             lock.close()
+
+    def _launcher(self, configs: TrialConfigs) -> Any:
+        """The launcher of the sweep's jobs, composing their configs through ``configs``."""
+        from hydra.core.plugins import Plugins
+
+        assert self.hydra_context is not None and self.task_function is not None
+        context = HydraContext(config_loader=configs, callbacks=self.hydra_context.callbacks)
+        return Plugins.instance().instantiate_launcher(hydra_context=context, task_function=self.task_function,
+                                                       config=self.config)
 
     def _worker_commands(self, study_name: str, storage_url: str, sweep_dir: Path) -> list[list[str]]:
         """The commands of the n_jobs - 1 workers the first process starts (none in a worker)."""
