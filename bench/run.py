@@ -27,6 +27,10 @@ Cases:
 - ``cpu_start_up``: the wall time from launching a default run (``logger=none``; also ``wandb``, offline) to
   its first training step, phase by phase (``bench/start_up.py``), over ``python -c "import lightning.pytorch"``
   in the same rounds: what lightopt adds to the imports every Lightning script pays.
+- ``sweeper_overhead``, ``sweeper_flat``, ``digits_trial_cost`` (``bench/sweep_costs.py``): what a trial costs
+  besides its training: lightopt's sweeper over Hydra's basic one on the same jobs of a trivial app, the
+  per-trial cost of the last trials of a long sweep over the first, and the share of a 20-trial digits sweep's
+  wall time spent outside training and validation steps.
 - ``cpu_sweep_parallel``: trials per minute of a digits sweep (``python train.py -m``) with two trials in
   flight (``hydra.sweeper.n_jobs=2``) over one at a time; ``gpu_sweep_parallel`` (with
   ``--gpu``) the same with every trial on the one GPU.
@@ -56,6 +60,14 @@ from torch.utils.data import DataLoader, TensorDataset
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.rounds import spread  # noqa: E402
+from bench.sweep_costs import (  # noqa: E402
+    digits_trial_cost,
+    sweep_idle,
+    sweep_parallel,
+    sweeper_flat,
+    sweeper_overhead,
+)
 from lightopt.run.data import DigitsDataModule  # noqa: E402
 from lightopt.run.models import MLP  # noqa: E402
 from lightopt.run.module import LitModel  # noqa: E402
@@ -126,17 +138,6 @@ def plain_digits(epochs: int) -> float:
     return steps / (time.perf_counter() - start)
 
 
-NOISY = 0.15  # rounds whose ratios spread wider than this share of their median: the machine was too busy to judge
-
-
-def spread(ratios: list[float]) -> dict[str, Any]:
-    """The per-round ratios of a case, their spread ((max - min) / median) and whether that is too wide."""
-    if len(ratios) < 2:
-        return {"round_ratios": [round(r, 3) for r in ratios]}
-    width = (max(ratios) - min(ratios)) / statistics.median(ratios)
-    return {"round_ratios": [round(r, 3) for r in ratios], "spread": round(width, 3), "noisy": width > NOISY}
-
-
 def cpu_digits(small: bool, work: Path) -> dict[str, Any]:
     torch.set_num_threads(1)  # both loops alike; small models gain nothing from intra-op threads
     epochs, rounds = (2, 2) if small else (10, 5)
@@ -173,88 +174,6 @@ def cpu_digits_wandb(small: bool, work: Path) -> dict[str, Any]:
         "epochs_per_round": epochs,
         "target": "close to 1.0 (baseline: logger=none)",
     } | spread([a / b for a, b in zip(with_wandb, without, strict=True)])
-
-
-def sweep_trials_per_min(work: Path, name: str, n_trials: int, epochs: int, accelerator: str,
-                         parallel: int) -> float:
-    """Trials per minute of a real ``python train.py -m`` sweep, ``parallel`` trials at a time."""
-    out = (work / name).resolve()
-    cmd = [sys.executable, str(ROOT / "train.py"), "-m", f"hydra.sweep.dir={out}", "hydra/sweeper/sampler=random",
-           f"hydra.sweeper.n_trials={n_trials}", "optimizer.lr=tag(log,interval(1e-4,1e-1))", "logger=csv",
-           f"trainer.max_epochs={epochs}", f"trainer.accelerator={accelerator}", "trainer.enable_progress_bar=false",
-           "trainer.enable_model_summary=false", "checkpoint.enabled=false"]
-    if parallel > 1:  # n_jobs processes on the study, each running its trials one after another
-        cmd += [f"hydra.sweeper.n_jobs={parallel}"]
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"sweep {name} failed:\n{proc.stderr[-3000:]}")
-    return 60 * n_trials / seconds
-
-
-def sweep_parallel(small: bool, work: Path, accelerator: str = "cpu") -> dict[str, Any]:
-    # trials of a second or two of training: a 3-epoch digits trial trains for 0.2 s, less than its start-up
-    n_trials, epochs = (2, 1) if small else (12, 20)
-    sequential = sweep_trials_per_min(work, f"{accelerator}-sequential", n_trials, epochs, accelerator, 1)
-    parallel = sweep_trials_per_min(work, f"{accelerator}-parallel", n_trials, epochs, accelerator, 2)
-    return {
-        "ratio": round(parallel / sequential, 3),
-        "parallel_trials_per_min": round(parallel, 1),
-        "sequential_trials_per_min": round(sequential, 1),
-        "measures": "trials/min with 2 trials in flight (hydra.sweeper.n_jobs=2, torch threads split between them) "
-                    "over 1 at a time, whole sweep incl. start-up",
-        "n_trials": n_trials,
-        "epochs_per_trial": epochs,
-        "target": ">= 1.0",
-    }
-
-
-def idle_share(busy: list[float], span: float, slots: int) -> float:
-    """The share of ``slots`` x ``span`` seconds in which no trial's own work ran."""
-    return 1.0 - sum(busy) / (slots * span)
-
-
-def barrier_span(busy: list[float], slots: int) -> float:
-    """The span of the same trials asked ``slots`` at a time, each batch waiting for its slowest trial."""
-    return sum(max(busy[i:i + slots]) for i in range(0, len(busy), slots))
-
-
-def sweep_idle(small: bool, work: Path, launcher: str = "basic") -> dict[str, Any]:
-    """Idle slot time of a sweep whose trials sleep 0.5 s or 4 s (tests/apps/tiny), two at a time."""
-    import optuna
-
-    n_trials, short, long = (4, 0.2, 0.8) if small else (16, 0.5, 4.0)
-    out = (work / f"idle-{launcher}").resolve()
-    if out.exists():
-        import shutil
-
-        shutil.rmtree(out)
-    cmd = [sys.executable, str(ROOT / "tests" / "apps" / "tiny" / "app.py"), "-m", f"hydra.sweep.dir={out}",
-           f"hydra/launcher={launcher}", "hydra/sweeper/sampler=random", f"hydra.sweeper.n_trials={n_trials}",
-           "hydra.sweeper.n_jobs=2", f"sleep=choice({short},{long})", "x=interval(0,2)"]
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"sweep idle-{launcher} failed:\n{proc.stderr[-3000:]}")
-    study = optuna.load_study(study_name=None, storage=f"sqlite:///{out / 'optuna.db'}")
-    trials = sorted(study.trials, key=lambda t: t.number)
-    busy = [float(t.params["sleep"]) for t in trials]
-    span = (max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)).total_seconds()
-    idle = idle_share(busy, span, 2)
-    return {
-        "ratio": round(idle, 3),
-        "idle_per_slot_time": round(idle, 3),
-        "barrier_idle_per_slot_time": round(idle_share(busy, barrier_span(busy, 2), 2), 3),
-        "with_start_up_idle_per_slot_time": round(idle_share(busy, wall, 2), 3),
-        "measures": f"share of 2 slots x the span from the first trial's start to the last one's end in which no "
-                    f"trial slept ({n_trials} trials of {short} or {long} s, hydra/launcher={launcher}); barrier: the "
-                    "same trials in batches of 2 waiting for the slower, with no overhead at all; with_start_up: "
-                    "over the whole command's wall time",
-        "n_trials": n_trials,
-        "target": "<= 0.15",
-    }
 
 
 # dense bf16 tensor-core peak, FLOP/s, by device name (SXM parts; the PCIe H100 is lower)
@@ -583,7 +502,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "cpu_sweep_parallel": lambda: sweep_parallel(args.small, work),
             "sweep_idle": lambda: sweep_idle(args.small, work),
             "sweep_idle_joblib": lambda: sweep_idle(args.small, work, "joblib"),
-            "cpu_start_up": lambda: start_up(args.small, work)}
+            "cpu_start_up": lambda: start_up(args.small, work),
+            "sweeper_overhead": lambda: sweeper_overhead(args.small, work),
+            "sweeper_flat": lambda: sweeper_flat(args.small, work),
+            "digits_trial_cost": lambda: digits_trial_cost(args.small, work)}
     if args.gpu:
         plan |= {"gpu_gpt": lambda: gpt_case(torch.device("cuda"), args.small, compiled=False),
                  "gpu_gpt_compiled": lambda: gpt_case(torch.device("cuda"), args.small, compiled=True),

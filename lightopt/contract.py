@@ -119,6 +119,7 @@ class RunResult:
     global_step: int | None = None
     epochs: int | None = None
     wall_seconds: float | None = None
+    step_seconds: float | None = None  # of wall_seconds, in training and validation batches
     trial: int | None = None
     lr: float | None = None
     lr_find: dict[str, Any] | None = None

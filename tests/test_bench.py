@@ -40,8 +40,8 @@ def test_small_cpu_benchmark_writes_ratios(tmp_path, capsys):
     bench.main(["--small", "--out", str(out)])
     printed = capsys.readouterr().out
     # each case's figures as it finishes, before the final table
-    assert printed.index("[1/8] cpu_digits ...") < printed.index("[1/8] | cpu_digits |") < printed.index(
-        "[2/8] cpu_digits_wandb ...")
+    assert printed.index("[1/11] cpu_digits ...") < printed.index("[1/11] | cpu_digits |") < printed.index(
+        "[2/11] cpu_digits_wandb ...")
     data = json.loads(out.read_text())
     case = data["cpu_digits"]
     assert case["lightopt_steps_per_s"] > 0 and case["plain_steps_per_s"] > 0
@@ -61,6 +61,16 @@ def test_small_cpu_benchmark_writes_ratios(tmp_path, capsys):
     assert start["seconds_to_first_step"] == pytest.approx(sum(start["phases_s"].values()), abs=0.01)
     assert start["ratio"] == pytest.approx(start["seconds_to_first_step"] / start["bare_lightning_import_s"],
                                            abs=0.01)
+    overhead = data["sweeper_overhead"]  # the same jobs of the trivial app under both sweepers
+    assert overhead["ratio"] == pytest.approx(overhead["lightopt_ms_per_trial"] / overhead["basic_ms_per_trial"],
+                                              abs=0.01)
+    flat = data["sweeper_flat"]
+    assert flat["ratio"] == pytest.approx(flat["last10_ms_per_trial"] / flat["first10_ms_per_trial"], abs=0.01)
+    assert len(flat["ms_per_trial_by_block"]) == 3  # 29 gaps between 30 trials, in blocks of 10
+    cost = data["digits_trial_cost"]
+    assert 0 < cost["step_s_per_trial"] < cost["lightopt_s_per_trial"] and 0 < cost["not_training_share"] < 1
+    assert cost["step_s_per_trial"] + cost["run_fixed_s_per_trial"] + cost["sweep_s_per_trial"] == pytest.approx(
+        cost["lightopt_s_per_trial"], abs=0.01)
     table = out.with_suffix(".md").read_text()
     assert "| cpu_digits |" in table and "| cpu_sweep_parallel |" in table
 

@@ -14,6 +14,7 @@ checking the completed section (:mod:`lightopt.core.optimizers`, :mod:`lightopt.
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Mapping
 from importlib.resources import files
@@ -51,10 +52,16 @@ def _shipped_names(group: str) -> tuple[str, ...]:
 
 def _load(group: str, name: str) -> DictConfig:
     """A fresh copy of ``conf/<group>/<name>.yaml``, interpolations unresolved."""
+    return OmegaConf.create(copy.deepcopy(_parsed(group, name)))
+
+
+@functools.cache
+def _parsed(group: str, name: str) -> dict[str, Any]:
+    """``conf/<group>/<name>.yaml`` parsed once per process (every run of a sweep's trials needs it again)."""
     with files(_PACKAGE).joinpath(group, f"{name}.yaml").open("r", encoding="utf-8") as f:
         cfg = OmegaConf.load(f)
     assert isinstance(cfg, DictConfig), f"conf/{group}/{name}.yaml is not a mapping"
-    return cfg
+    return OmegaConf.to_container(cfg, resolve=False)  # type: ignore[return-value]
 
 
 def _class_of(target: Any) -> type | None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback
 from rich.console import Console, Group, RenderableType
 from rich.panel import Panel
@@ -260,11 +261,11 @@ Rows = list[tuple[str, Any]]
 
 
 def run_summary(trainer: L.Trainer, pl_module: L.LightningModule, cfg: Mapping[str, Any], out_dir: str | Path,
-                lr_find: Mapping[str, Any] | None = None) -> list[tuple[str, Rows]]:
+                lr_find: Mapping[str, Any] | None = None, threads: str | None = None) -> list[tuple[str, Rows]]:
     """The summary's data, from the trainer and module as training starts (after setup: T is known)."""
     return [("optimizer", _optimizer_rows(trainer, cfg, lr_find)), ("schedule", _schedule_rows(trainer, cfg)),
-            ("model", _model_rows(pl_module)), ("data", _data_rows(trainer)), ("device", _device_rows(trainer)),
-            ("output", [("run dir", str(out_dir))])]
+            ("model", _model_rows(pl_module)), ("data", _data_rows(trainer)),
+            ("device", _device_rows(trainer, threads)), ("output", [("run dir", str(out_dir))])]
 
 
 def _optimizer_rows(trainer: L.Trainer, cfg: Mapping[str, Any], lr_find: Mapping[str, Any] | None) -> Rows:
@@ -335,11 +336,12 @@ def _data_rows(trainer: L.Trainer) -> Rows:
     return rows
 
 
-def _device_rows(trainer: L.Trainer) -> Rows:
+def _device_rows(trainer: L.Trainer, threads: str | None) -> Rows:
     accelerator = type(trainer.accelerator).__name__.removesuffix("Accelerator").lower()
     nodes = f" x {trainer.num_nodes} nodes" if trainer.num_nodes > 1 else ""
     return [("accelerator", f"{accelerator} x {trainer.num_devices}{nodes}"),
-            ("strategy", type(trainer.strategy).__name__), ("precision", str(trainer.precision))]
+            ("strategy", type(trainer.strategy).__name__), ("precision", str(trainer.precision)),
+            ("CPU threads", f"{torch.get_num_threads()}" + (f" ({threads})" if threads else ""))]
 
 
 class RunSummary(Callback):
@@ -353,6 +355,7 @@ class RunSummary(Callback):
         self.out_dir = out_dir
         self.console = console
         self.lr_find: Mapping[str, Any] | None = None
+        self.threads: str | None = None  # why torch has its CPU threads (lightopt.run.speed.choose_threads)
         self.printed = False
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -360,7 +363,7 @@ class RunSummary(Callback):
             return
         self.printed = True
         try:
-            sections = run_summary(trainer, pl_module, self.cfg, self.out_dir, self.lr_find)
+            sections = run_summary(trainer, pl_module, self.cfg, self.out_dir, self.lr_find, self.threads)
         except Exception as err:  # noqa: BLE001 - a summary that cannot be read must not stop training
             log.warning("no run summary: %s: %s", type(err).__name__, err)
             return

@@ -61,7 +61,8 @@ def attach(context: TrialContext) -> optuna.trial.Trial | None:
 
     # The job samples nothing (its parameters arrive as overrides): a random sampler avoids building a
     # model-based sampler just to attach to the trial.
-    study = optuna.load_study(study_name=context.study_name, storage=open_storage(with_password(context.storage)),
+    storage = open_storage(with_password(context.storage), existing=True)
+    study = optuna.load_study(study_name=context.study_name, storage=storage,
                               sampler=optuna.samplers.RandomSampler(), pruner=build_pruner(context.pruner))
     if len(study.directions) > 1:
         log.info("study %r has %d objectives: trials are not pruned", context.study_name, len(study.directions))

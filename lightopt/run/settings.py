@@ -19,6 +19,7 @@ from lightopt.core.optimizers import check_optimizer, create_optimizer
 from lightopt.errors import ConfigError
 from lightopt.run import console, folds, tracking, tune
 from lightopt.run.batch_size import BatchSizeSettings, check_batch_size_finder
+from lightopt.run.speed import choose_threads
 from lightopt.run.task import loss_left_open, objective_of
 
 LR_SCALING_RULES = {"none": 0.0, "linear": 1.0, "sqrt": 0.5}  # rule -> exponent of the batch-size ratio
@@ -179,6 +180,8 @@ def check_trainer(trainer: Any) -> None:
     if trainer.get("gradient_clip_val") is not None:
         number("trainer.gradient_clip_val", trainer.gradient_clip_val, "a gradient norm >= 0, or null (no clipping)",
                low=0.0)
+    if "threads" in trainer:  # a bad value refused before anything is built
+        choose_threads(trainer.threads, cores=1, processes=1, environment=None)
 
 
 def check_early_stopping(section: Any) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from lightopt.objective import worst_value
 from lightopt.run import console, folds, speed, task, tracking, tune
 from lightopt.run.batch_size import BatchSizeResult, find_batch_size
 from lightopt.run.checkpoints import LAST_CHECKPOINT, check_written, last_path, save_last
+from lightopt.run.clock import StepClock
 from lightopt.run.module import LitModel
 from lightopt.run.pruning import OptunaPruning
 from lightopt.run.ranks import RankLaunch, trial_ranks_in_job_dir
@@ -145,8 +147,9 @@ def _conclude_folds(built: BuiltRun, results: list[RunResult], dirs: list[str], 
         objective=settings.objective, value=value, direction=settings.direction, status=status,
         metrics=folds.mean_metrics([r.metrics for r in results if r.status == "completed"]),
         global_step=sum(r.global_step or 0 for r in results), epochs=sum(r.epochs or 0 for r in results),
-        wall_seconds=round(seconds, 3), trial=None if settings.trial is None else settings.trial.number,
-        lr=lrs.pop() if len(lrs) == 1 else None, error=None if failure is None else error_text(failure),
+        wall_seconds=round(seconds, 3), step_seconds=round(sum(r.step_seconds or 0.0 for r in results), 3),
+        trial=None if settings.trial is None else settings.trial.number, lr=lrs.pop() if len(lrs) == 1 else None,
+        error=None if failure is None else error_text(failure),
         cv=summary.as_dict(),
     )
     if built.trainer.is_global_zero:
@@ -167,8 +170,6 @@ def build(cfg: DictConfig, settings: RunSettings, out_dir: Path, fold: int | Non
 
     ``fold``: the cross-validation fold (0-based) the run trains on, in ``out_dir`` of its own.
     """
-    if settings.trial is not None and settings.trial.threads is not None:
-        torch.set_num_threads(settings.trial.threads)  # the machine's cores are shared by the sweep's trials in flight
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = configured("data", cfg.data)
@@ -212,6 +213,7 @@ def build(cfg: DictConfig, settings: RunSettings, out_dir: Path, fold: int | Non
                           str(err).strip().splitlines()[0]) from None
     if trainer.global_rank > 0:
         console.logs_to_files_only()
+    _set_threads(cfg, settings, trainer, summary)
     # after the trainer: the global batch needs its resolved device count and gradient accumulation
     optimizer_cfg, lr = _scaled_optimizer_cfg(cfg, settings, trainer)
     return BuiltRun(cfg, settings, out_dir, datamodule, model, loss, _task(datamodule, loss), tracker, pruning,
@@ -240,7 +242,8 @@ def fit(built: BuiltRun, launch: RankLaunch | None = None) -> None:
                     module = _find_batch_size(built, module)
                 if settings.tune is not None:
                     module = _find_lr(built, module)
-            trainer.fit(module, datamodule=built.datamodule, ckpt_path=cfg.get("ckpt_path"))
+            with speed.threads_for_ranks(torch.get_num_threads(), trainer.world_size > 1):
+                trainer.fit(module, datamodule=built.datamodule, ckpt_path=cfg.get("ckpt_path"))
             # the exact final state (a run stopped by max_steps or a pruner ends between epoch checkpoints);
             # inside the block: under DDP every rank takes part, while the trial's ranks still run
             if checkpoints is not None:
@@ -325,6 +328,7 @@ def conclude(built: BuiltRun, seconds: float, show: bool = True) -> RunResult:
                               if c.monitor is not None and c.best_model_path and Path(c.best_model_path).is_file()),
                              None),
         error=None if built.failure is None else error_text(built.failure),
+        step_seconds=next((round(cb.seconds, 3) for cb in trainer.callbacks if isinstance(cb, StepClock)), None),
         averaging=next((cb.summary() for cb in trainer.callbacks if isinstance(cb, Averaging)), None),
         batch_size_find=None if built.batch_found is None else built.batch_found.as_dict(),
     )
@@ -416,7 +420,7 @@ def _loggers(cfg: DictConfig, out_dir: Path, resumed_run_id: str | None, fold: i
 def _callbacks(cfg: DictConfig, settings: RunSettings, out_dir: Path, tracker: RunTracker,
                pruning: OptunaPruning | None) -> list[Callback]:
     mode = "max" if cfg.objective.direction == "maximize" else "min"
-    callbacks: list[Callback] = [tracker] if pruning is None else [tracker, pruning]
+    callbacks: list[Callback] = [StepClock(), tracker] if pruning is None else [StepClock(), tracker, pruning]
     if settings.averaging is not None:  # before the checkpoints: they save the average, validation sees it
         callbacks.append(Averaging(settings.averaging))
     if cfg.checkpoint.get("enabled", True):
@@ -450,6 +454,20 @@ def _scaled_optimizer_cfg(cfg: DictConfig, settings: RunSettings, trainer: L.Tra
 
 
 # --- the edges: output directory and logging ----------------------------------------------------------
+
+
+def _set_threads(cfg: DictConfig, settings: RunSettings, trainer: L.Trainer,
+                 summary: list[console.RunSummary]) -> None:
+    """torch's CPU threads for this process (``trainer.threads``; :func:`lightopt.run.speed.choose_threads`)."""
+    # a sweep with trials in flight gave each its share of the machine's cores
+    cores = speed.available_cores() if settings.trial is None or settings.trial.threads is None else (
+        settings.trial.threads)
+    threads, why = speed.choose_threads(cfg.trainer.get("threads", "auto"), cores=cores,
+                                        processes=trainer.num_devices if trainer.world_size > 1 else 1,
+                                        environment=os.environ.get(speed.THREADS_ENV))
+    torch.set_num_threads(threads)
+    for panel in summary:
+        panel.threads = why
 
 
 def _fresh_output_dir(output_dir: str | Path | None) -> Path:

@@ -3,8 +3,9 @@
 Trials whose overrides differ only in the values of searched numbers (``optimizer.lr=0.0123``) compose to the
 same config up to those values: a number cannot change Hydra's defaults list (only config group choices can),
 so the first trial of a shape is composed by Hydra and every later one is a copy with its numbers set the way
-Hydra sets a command-line value (Hydra refuses a number as a config group's choice). :class:`TrialConfigs` is the config loader the sweep's launcher gets, so that a
-trial costs one copy instead of a composition, however the launcher runs it.
+Hydra sets a command-line value (Hydra refuses a number as a config group's choice). :class:`TrialConfigs` is
+the config loader the sweep's launcher gets, so that a trial costs one copy instead of a composition, however
+the launcher runs it.
 """
 
 from __future__ import annotations

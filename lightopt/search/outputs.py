@@ -1,10 +1,11 @@
-"""The sweep's running outputs in its directory, rewritten after every trial: ``trials.csv`` and
-``optimization_results.yaml``; and the table of the best trials printed when the sweep ends. The report
-(``report.html``) is built once at the end by :mod:`lightopt.search.report`."""
+"""The sweep's running outputs in its directory, rewritten after every trial (:class:`RunningOutputs`):
+``trials.csv`` and ``optimization_results.yaml``; and the table of the best trials printed when the sweep
+ends. The report (``report.html``) is built once at the end by :mod:`lightopt.search.report`."""
 
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import os
 from collections.abc import Sequence
@@ -16,26 +17,64 @@ from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
 from lightopt.formatting import fmt
-from lightopt.search.trials import TrialRow, state_counts, trial_rows, trial_table
+from lightopt.search.trials import TableLayout, TrialRow, state_counts, table_layout, trial_rows, trial_table
 from lightopt.storage import hide_password
 
 log = logging.getLogger(__name__)
 
 
-def write_trials_csv(path: Path, rows: Sequence[TrialRow], n_objectives: int, objectives: Sequence[str] | None,
-                     first_params: Sequence[str] = ()) -> None:
-    """One line per trial (rewritten whole, through a temporary file so a reader never sees half of it)."""
-    table = trial_table(rows, n_objectives, objectives, first_params)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one per sweep process sharing the dir
-    with open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(table.columns)
-        writer.writerows([["" if v is None else v for v in row] for row in table.rows])
-    tmp.replace(path)
+class RunningOutputs:
+    """``trials.csv`` and ``optimization_results.yaml`` of one sweep process, rewritten after every trial.
+
+    A finished trial does not change, so its row and its CSV line are built once: a rewrite writes lines
+    already formatted and costs about the same however many trials the study holds.
+    """
+
+    def __init__(self, sweep_dir: Path, n_objectives: int, objectives: Sequence[str] | None,
+                 first_params: Sequence[str], storage_url: str) -> None:
+        self.sweep_dir, self.n_objectives, self.objectives = sweep_dir, n_objectives, objectives
+        self.first_params, self.storage_url = list(first_params), storage_url
+        self._finished: dict[int, TrialRow] = {}
+        self._lines: dict[int, str] = {}  # finished trials' CSV lines under self._layout
+        self._layout: TableLayout | None = None
+
+    def rows(self, trials: Sequence[FrozenTrial]) -> list[TrialRow]:
+        """The rows of ``trials`` (a finished trial's built once)."""
+        fresh = [t for t in trials if t.number not in self._finished]
+        built = dict(zip((t.number for t in fresh), trial_rows(fresh), strict=True))
+        self._finished.update({t.number: built[t.number] for t in fresh if t.state.is_finished()})
+        return [self._finished.get(t.number) or built[t.number] for t in trials]
+
+    def write(self, study: optuna.Study, trials: Sequence[FrozenTrial], ended: str | None = None) -> list[TrialRow]:
+        rows = self.rows(trials)
+        self._write_csv(rows)
+        write_optimization_results(self.sweep_dir / "optimization_results.yaml", study, trials, rows,
+                                   self.storage_url, ended)
+        return rows
+
+    def _write_csv(self, rows: Sequence[TrialRow]) -> None:
+        """One line per trial, rewritten whole through a temporary file, so a reader never sees half of it."""
+        layout = table_layout(rows, self.n_objectives, self.objectives, self.first_params)
+        if layout != self._layout:  # a parameter or cv_std appeared: every line changes
+            self._layout, self._lines = layout, {}
+        lines = [self._lines.get(r.number) or _csv_line(layout.cells(r)) for r in rows]
+        self._lines.update({r.number: line for r, line in zip(rows, lines, strict=True) if r.number in self._finished})
+        path = self.sweep_dir / "trials.csv"
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one per sweep process sharing the dir
+        with open(tmp, "w", newline="") as f:
+            f.write(_csv_line(layout.columns))
+            f.writelines(lines)
+        tmp.replace(path)
+
+
+def _csv_line(cells: Sequence[Any]) -> str:
+    out = io.StringIO()
+    csv.writer(out).writerow(["" if v is None else v for v in cells])
+    return out.getvalue()
 
 
 def write_optimization_results(path: Path, study: optuna.Study, trials: Sequence[FrozenTrial],
-                               storage_url: str, ended: str | None = None) -> None:
+                               rows: Sequence[TrialRow], storage_url: str, ended: str | None = None) -> None:
     """Best parameters and value (one objective) or the Pareto front (several), as hydra-optuna-sweeper; ``ended``:
     why the sweep stopped before ``n_trials`` (a timeout, no improvement), if it did."""
     out: dict[str, Any] = {"name": "optuna"}
@@ -52,7 +91,7 @@ def write_optimization_results(path: Path, study: optuna.Study, trials: Sequence
     out["directions"] = [d.name.lower() for d in study.directions]
     out["study_name"] = study.study_name
     out["storage"] = hide_password(storage_url)
-    out["trials"] = state_counts(trial_rows(trials))
+    out["trials"] = state_counts(rows)
     if ended is not None:
         out["ended"] = ended
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

@@ -29,11 +29,11 @@ from lightopt.formatting import error_text, fmt
 from lightopt.search.composing import TrialConfigs
 from lightopt.search.locks import Heartbeat, StudyLock
 from lightopt.search.outcome import FINISHED_STATUSES, Outcome, judge
-from lightopt.search.outputs import print_summary, write_optimization_results, write_trials_csv
+from lightopt.search.outputs import RunningOutputs, print_summary
 from lightopt.search.seeding import ran_trials
 from lightopt.search.space import SearchSpace, value_text
 from lightopt.search.stopping import StopRules
-from lightopt.search.trials import state_counts, trial_rows
+from lightopt.search.trials import TrialRow, state_counts
 from lightopt.search.workers import Workers
 from lightopt.storage import hide_password
 
@@ -116,6 +116,8 @@ class SweepLoop:
         self.last_error: str | None = None
         self.ended: str | None = None  # why no further trial started, when not n_trials
         self.workers: Workers | None = None
+        self.outputs = RunningOutputs(plan.sweep_dir, len(plan.directions), plan.objectives, plan.space.names,
+                                      plan.storage_url)
 
     # ---------------------------------------------------------------- reservation
 
@@ -229,6 +231,9 @@ class SweepLoop:
             for p, ret in zip(group, rets, strict=True):
                 self._tell(p, judge(ret, p.run_dir, self.directions, self.objectives, self.cfg.get("diverged", "fail"),
                                     self.cfg.get("worst_value")))
+                # a job's composed configs are the bulk of what it leaves in memory: held for hundreds of
+                # trials they made every garbage collection, hence every later trial, slower
+                ret.cfg = ret.hydra_cfg = None
             returns.append(rets)
         return returns
 
@@ -292,13 +297,9 @@ class SweepLoop:
             head += " | " + " ".join(f"{k}={fmt(v)}" for k, v in params.items())
         log.info(head)
 
-    def _write_outputs(self) -> list[FrozenTrial]:
+    def _write_outputs(self) -> tuple[list[FrozenTrial], list[TrialRow]]:
         trials = self.study.get_trials(deepcopy=False)
-        write_trials_csv(self.sweep_dir / "trials.csv", trial_rows(trials), len(self.directions), self.objectives,
-                         self.space.names)
-        write_optimization_results(self.sweep_dir / "optimization_results.yaml", self.study, trials, self.storage_url,
-                                   self.ended)
-        return trials
+        return trials, self.outputs.write(self.study, trials, self.ended)
 
     def _check_failures(self) -> None:
         trials = ran_trials(self.study.get_trials(deepcopy=False))
@@ -343,12 +344,12 @@ class SweepLoop:
                 self._stop(batch, err)
         if self.ended is not None:
             log.info("sweep ended early: %s", self.ended)
-        trials = self._write_outputs()
+        trials, rows = self._write_outputs()
         running = [t.number for t in trials if t.state == TrialState.RUNNING]
         if running:
             log.info("trials %s are still running in other sweep processes", running)
         log.info("%d trials in study %s: %s; outputs in %s", len(trials), self.study_name,
-                 state_counts(trial_rows(trials)), self.sweep_dir)
+                 state_counts(rows), self.sweep_dir)
         print_summary(self.study, trials, self.space.names, self.objectives)
         own = ran_trials(trials)
         failed = sum(t.state == TrialState.FAIL for t in own)

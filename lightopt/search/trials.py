@@ -65,9 +65,34 @@ def param_columns(rows: Iterable[TrialRow], first: Sequence[str] = ()) -> list[s
 
 
 @dataclass(frozen=True)
+class TableLayout:
+    """The columns of a trial table: ``number``, ``state``, the values, ``cv_std`` for a cross-validated sweep,
+    the parameters, :data:`TAIL_COLUMNS`."""
+
+    values: list[str]
+    spread: list[str]  # ["cv_std"] for a cross-validated sweep, else empty
+    params: list[str]
+
+    @property
+    def columns(self) -> list[str]:
+        return ["number", "state", *self.values, *self.spread, *self.params, *TAIL_COLUMNS]
+
+    def cells(self, t: TrialRow) -> list[Any]:
+        """The row's raw cells under :attr:`columns`; missing values and parameters are None."""
+        values = list(t.values) if t.values else [None] * len(self.values)
+        return [t.number, t.state, *values, *[t.cv_std for _ in self.spread], *[t.params.get(p) for p in self.params],
+                *[t.cell(c) for c in TAIL_COLUMNS]]
+
+
+def table_layout(rows: Sequence[TrialRow], n_objectives: int, objectives: Sequence[str] | None = None,
+                 first_params: Sequence[str] = ()) -> TableLayout:
+    spread = ["cv_std"] if any(t.cv_std is not None for t in rows) else []
+    return TableLayout(value_columns(n_objectives, objectives), spread, param_columns(rows, first_params))
+
+
+@dataclass(frozen=True)
 class TrialTable:
-    """``columns`` (``number``, ``state``, the values, ``cv_std`` for a cross-validated sweep, the parameters,
-    :data:`TAIL_COLUMNS`) and raw rows."""
+    """``columns`` (see :class:`TableLayout`) and raw rows."""
 
     columns: list[str]
     values: list[str]
@@ -84,12 +109,8 @@ class TrialTable:
 def trial_table(rows: Sequence[TrialRow], n_objectives: int, objectives: Sequence[str] | None = None,
                 first_params: Sequence[str] = ()) -> TrialTable:
     """The table of ``rows``: missing values and parameters are None."""
-    values, params = value_columns(n_objectives, objectives), param_columns(rows, first_params)
-    # a cross-validated sweep's spread over the folds, after its values
-    spread = ["cv_std"] if any(t.cv_std is not None for t in rows) else []
-    data = [[t.number, t.state, *(list(t.values) if t.values else [None] * len(values)), *[t.cv_std for _ in spread],
-             *[t.params.get(p) for p in params], *[t.cell(c) for c in TAIL_COLUMNS]] for t in rows]
-    return TrialTable(["number", "state", *values, *spread, *params, *TAIL_COLUMNS], values, params, data, spread)
+    layout = table_layout(rows, n_objectives, objectives, first_params)
+    return TrialTable(layout.columns, layout.values, layout.params, [layout.cells(t) for t in rows], layout.spread)
 
 
 def state_counts(rows: Iterable[TrialRow]) -> dict[str, int]:

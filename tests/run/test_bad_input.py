@@ -30,6 +30,7 @@ BAD = [
     ("trainer.log_every_n_steps=0", "trainer.log_every_n_steps=0", "an integer >= 1"),
     ("trainer.gradient_clip_val=-1", "trainer.gradient_clip_val=-1", "a gradient norm >= 0"),
     ("trainer.precision=bogus", "trainer={", "'precision': 'bogus'"),
+    ("trainer.threads=0", "trainer.threads=0", "auto | an integer >= 1"),
     ("model.width=0", "model.width=0", "an integer >= 1"),
     ("model.width=-3", "model.width=-3", "an integer >= 1"),
     ("model.layers=-1", "model.layers=-1", "an integer >= 0"),

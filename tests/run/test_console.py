@@ -8,6 +8,7 @@ import re
 from types import SimpleNamespace
 
 import pytest
+import torch
 from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 from rich.console import Console
 
@@ -108,7 +109,7 @@ def test_bad_console_settings_fail_before_training(tmp_path, override, key):
 
 def test_run_prints_its_summary_and_final_metrics(tmp_path, capsys):
     cfg = compose_cfg(*QUICK, "schedule.warmup=3", "optimizer=adamw", "optimizer.lr=0.002", "regularization=l2",
-                      "regularization.weight_decay=0.05", "console.summary=true")
+                      "regularization.weight_decay=0.05", "console.summary=true", "trainer.threads=1")
     value = run(cfg, tmp_path)
     out = capsys.readouterr().out
     summary, _, final = out.partition("lightopt results")
@@ -124,10 +125,13 @@ def test_run_prints_its_summary_and_final_metrics(tmp_path, capsys):
     assert row(summary, "weight decay") == "0 / 0.05"  # biases and norms are not decayed
     assert "DigitsDataModule" in summary and "5 batches/epoch" in summary and "batch size" in summary
     assert row(summary, "precision") == "32-true" and row(summary, "accelerator") == "cpu x 1"
+    assert row(summary, "CPU threads") == "1 (trainer.threads)" and torch.get_num_threads() == 1
     assert str(tmp_path) in re.sub(r"[\s│]", "", summary)  # a long path wraps in a narrow terminal
 
     assert f"val/acc = {fmt(value, 6)}" in final
     assert "completed" in final and "10 optimizer steps, 2 epochs" in final
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert 0 < results["step_seconds"] < results["wall_seconds"]  # the steps, and the rest of the run
 
 
 def test_summary_off_prints_nothing(tmp_path, capsys):

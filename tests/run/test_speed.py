@@ -89,7 +89,7 @@ def test_trainer_configs_resolve_to_lightning_arguments(trainer, monkeypatch):
     for resolved in (on_gpu, on_cpu):
         assert not set(speed.SPEED_KEYS) & set(resolved)  # never passed to lightning.Trainer
         assert {k: v for k, v in resolved.items() if k != "precision"} == {
-            k: v for k, v in OmegaConf.to_container(cfg).items() if k not in ("precision", "tf32", "compile")}
+            k: v for k, v in OmegaConf.to_container(cfg).items() if k not in ("precision", *speed.SPEED_KEYS)}
     uses_gpu = trainer != "cpu" and trainer != "ddp_cpu"
     assert on_gpu.precision == ("bf16-mixed" if uses_gpu else "32-true")
     assert on_cpu.precision == "32-true"
@@ -170,3 +170,36 @@ def test_gpt_compiled_on_gpu(tmp_path):
     run(cfg, tmp_path)
     torch._dynamo.reset()
     assert (tmp_path / "results.json").exists()
+
+
+@pytest.mark.parametrize(
+    "requested,cores,processes,environment,expected",
+    [
+        ("auto", 8, 1, None, (8, "auto: 8 cores / 1 process")),
+        ("auto", 8, 2, None, (4, "auto: 8 cores / 2 processes")),  # two DDP ranks on this machine
+        ("auto", 2, 4, None, (1, "auto: 2 cores / 4 processes")),  # more ranks than cores: one each
+        ("auto", 8, 2, "3", (3, "OMP_NUM_THREADS=3")),  # the user's (or the launching rank's) choice
+        ("auto", 8, 1, "many", (8, "auto: 8 cores / 1 process")),  # unreadable: as if unset
+        (6, 8, 2, "3", (6, "trainer.threads")),  # an explicit count wins over everything
+    ],
+)
+def test_thread_count_decision(requested, cores, processes, environment, expected):
+    assert speed.choose_threads(requested, cores=cores, processes=processes, environment=environment) == expected
+
+
+@pytest.mark.parametrize("bad", [0, -2, "two", True, 1.5])
+def test_a_bad_thread_count_names_the_key(bad):
+    with pytest.raises(ConfigError, match=r"trainer\.threads.*auto \| an integer >= 1"):
+        speed.choose_threads(bad, cores=2, processes=1, environment=None)
+
+
+def test_ddp_ranks_inherit_the_chosen_threads_while_they_start(monkeypatch):
+    monkeypatch.delenv(speed.THREADS_ENV, raising=False)
+    with speed.threads_for_ranks(3, distributed=True):
+        assert speed.os.environ[speed.THREADS_ENV] == "3"  # Lightning's launcher then keeps it
+    assert speed.THREADS_ENV not in speed.os.environ  # the next run of an in-process sweep decides afresh
+    with speed.threads_for_ranks(3, distributed=False):
+        assert speed.THREADS_ENV not in speed.os.environ
+    monkeypatch.setenv(speed.THREADS_ENV, "1")
+    with speed.threads_for_ranks(3, distributed=True):
+        assert speed.os.environ[speed.THREADS_ENV] == "1"  # a value the user set is theirs
