@@ -275,17 +275,12 @@ class OptunaSweeper(Sweeper):
             with lock.reserving():  # one process seeds a new study
                 seeded = [warm_start(study, space, self._get("warm_start"), storage_url),
                           enqueued_line(enqueue(study, space, self._get("enqueue")))]
-            log.info("study %s in %s: %d of %d trials exist; sampler %s, pruner %s, %d at a time%s",
-                     study_name, hide_password(storage_url), existing, n_trials,
-                     (self._get("sampler") or {}).get("_target_"), type(pruner).__name__, self.cfg.get("n_jobs", 1),
-                     "".join(f"; {line}" for line in seeded if line))
-            log.info("search space: %s; fixed: %s", ", ".join(f"{p.name}={p.source}" + (" (conditional)" if p.when
-                     else "") for p in space.params) or "(none)", " ".join(space.fixed) or "(none)")
+            self._log_start(study_name, hide_password(storage_url), existing, n_trials, pruner, seeded, space)
             configs = TrialConfigs(self.hydra_context.config_loader, space.numeric_keys())
             run = SweepLoop(SweepPlan(
                 cfg=self.cfg, config=self.config, configs=configs, launcher=self._launcher(configs), study=study,
-                storage=storage, lock=lock, space=space, custom=custom,
-                n_trials=n_trials, directions=directions, objectives=objectives, sweep_dir=sweep_dir,
+                storage=storage, lock=lock, space=space, custom=custom, n_trials=n_trials, directions=directions,
+                objectives=objectives, sweep_dir=sweep_dir,
                 storage_url=storage_url, study_name=study_name, grid_points=grid_points, pruner=self._get("pruner"),
                 make_sampler=lambda offset: self._instantiate("sampler", self._grid_extra(grid_kind, space), offset),
                 stop_rules=stop_rules, device_overrides=self._gpu_overrides(worker or 0),
@@ -300,6 +295,14 @@ class OptunaSweeper(Sweeper):
                     run.report()
         finally:
             lock.close()
+
+    def _log_start(self, study_name: str, storage: str, existing: int, n_trials: int, pruner: Any,
+                   seeded: Sequence[str | None], space: SearchSpace) -> None:
+        log.info("study %s in %s: %d of %d trials exist; sampler %s, pruner %s, %d at a time%s", study_name, storage,
+                 existing, n_trials, (self._get("sampler") or {}).get("_target_"), type(pruner).__name__,
+                 self.cfg.get("n_jobs", 1), "".join(f"; {line}" for line in seeded if line))
+        log.info("search space: %s; fixed: %s", ", ".join(f"{p.name}={p.source}" + (" (conditional)" if p.when
+                 else "") for p in space.params) or "(none)", " ".join(space.fixed) or "(none)")
 
     def _launcher(self, configs: TrialConfigs) -> Any:
         """The launcher of the sweep's jobs, composing their configs through ``configs``."""
