@@ -28,6 +28,7 @@ TRIVIAL = ROOT / "bench" / "trivial" / "app.py"
 
 def run_sweep(cmd: list[str], out: Path, cwd: Path) -> float:
     """Wall seconds of one sweep command writing to a fresh ``out``."""
+    out = out.resolve()  # the command runs in ``cwd``
     if out.exists():
         shutil.rmtree(out)
     start = time.perf_counter()
@@ -39,13 +40,13 @@ def run_sweep(cmd: list[str], out: Path, cwd: Path) -> float:
     return seconds
 
 
-def trial_starts(sweep_dir: Path) -> list[float]:
-    """The start times (s) of a lightopt sweep's trials, in trial order, from its study."""
+def study_trials(sweep_dir: Path) -> list[Any]:
+    """A lightopt sweep's trials, in trial order, from its study."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(study_name=None, storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
-    return [t.datetime_start.timestamp() for t in sorted(study.trials, key=lambda t: t.number)]
+    study = optuna.load_study(study_name=None, storage=f"sqlite:///{sweep_dir.resolve() / 'optuna.db'}")
+    return sorted(study.trials, key=lambda t: t.number)
 
 
 def trivial_commands(n: int) -> tuple[list[str], list[str]]:
@@ -80,7 +81,7 @@ def sweeper_flat(small: bool, work: Path) -> dict[str, Any]:
     n, k = (30, 10) if small else (500, 50)
     out = work / "trivial-flat"
     run_sweep(trivial_commands(n)[1], out, work)
-    starts = trial_starts(out)
+    starts = [t.datetime_start.timestamp() for t in study_trials(out)]
     # from one trial's start to the next: its whole cost (reserve, compose, run, tell, write the outputs)
     gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
     first, last = statistics.fmean(gaps[:k]), statistics.fmean(gaps[-k:])
@@ -141,19 +142,13 @@ def digits_trial_cost(small: bool, work: Path) -> dict[str, Any]:
 def sweep_trials_per_min(work: Path, name: str, n_trials: int, epochs: int, accelerator: str,
                          parallel: int) -> float:
     """Trials per minute of a real ``python train.py -m`` sweep, ``parallel`` trials at a time."""
-    out = (work / name).resolve()
-    cmd = [sys.executable, str(ROOT / "train.py"), "-m", f"hydra.sweep.dir={out}", "hydra/sweeper/sampler=random",
+    cmd = [sys.executable, str(ROOT / "train.py"), "-m", "hydra/sweeper/sampler=random",
            f"hydra.sweeper.n_trials={n_trials}", "optimizer.lr=tag(log,interval(1e-4,1e-1))", "logger=csv",
            f"trainer.max_epochs={epochs}", f"trainer.accelerator={accelerator}", "trainer.enable_progress_bar=false",
            "trainer.enable_model_summary=false", "checkpoint.enabled=false"]
     if parallel > 1:  # n_jobs processes on the study, each running its trials one after another
         cmd += [f"hydra.sweeper.n_jobs={parallel}"]
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"sweep {name} failed:\n{proc.stderr[-3000:]}")
-    return 60 * n_trials / seconds
+    return 60 * n_trials / run_sweep(cmd, work / name, work)
 
 
 def sweep_parallel(small: bool, work: Path, accelerator: str = "cpu") -> dict[str, Any]:
@@ -185,24 +180,13 @@ def barrier_span(busy: list[float], slots: int) -> float:
 
 def sweep_idle(small: bool, work: Path, launcher: str = "basic") -> dict[str, Any]:
     """Idle slot time of a sweep whose trials sleep 0.5 s or 4 s (tests/apps/tiny), two at a time."""
-    import optuna
-
     n_trials, short, long = (4, 0.2, 0.8) if small else (16, 0.5, 4.0)
-    out = (work / f"idle-{launcher}").resolve()
-    if out.exists():
-        import shutil
-
-        shutil.rmtree(out)
-    cmd = [sys.executable, str(ROOT / "tests" / "apps" / "tiny" / "app.py"), "-m", f"hydra.sweep.dir={out}",
-           f"hydra/launcher={launcher}", "hydra/sweeper/sampler=random", f"hydra.sweeper.n_trials={n_trials}",
+    out = work / f"idle-{launcher}"
+    cmd = [sys.executable, str(ROOT / "tests" / "apps" / "tiny" / "app.py"), "-m", f"hydra/launcher={launcher}",
+           "hydra/sweeper/sampler=random", f"hydra.sweeper.n_trials={n_trials}",
            "hydra.sweeper.n_jobs=2", f"sleep=choice({short},{long})", "x=interval(0,2)"]
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"sweep idle-{launcher} failed:\n{proc.stderr[-3000:]}")
-    study = optuna.load_study(study_name=None, storage=f"sqlite:///{out / 'optuna.db'}")
-    trials = sorted(study.trials, key=lambda t: t.number)
+    wall = run_sweep(cmd, out, work)
+    trials = study_trials(out)
     busy = [float(t.params["sleep"]) for t in trials]
     span = (max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)).total_seconds()
     idle = idle_share(busy, span, 2)

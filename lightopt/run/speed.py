@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lightopt.errors import ConfigError
 
-__all__ = ["SPEED_KEYS", "available_cores", "choose_precision", "choose_threads", "compile_options", "configure",
+__all__ = ["SPEED_KEYS", "choose_precision", "choose_threads", "compile_options", "configure",
            "device_flags", "threads_for_ranks", "use_tf32"]
 
 log = logging.getLogger(__name__)
@@ -74,11 +74,6 @@ def compile_options(value: Any) -> dict[str, Any] | None:
     if isinstance(value, str) and value in COMPILE_MODES:
         return {"mode": value}
     raise ConfigError("trainer.compile", value, "false | true | " + " | ".join(COMPILE_MODES))
-
-
-def available_cores() -> int:
-    """The CPU cores this process may run on (its affinity mask: a container's or ``taskset``'s share)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def choose_threads(requested: Any, *, cores: int, processes: int, environment: str | None) -> tuple[int, str]:

@@ -27,6 +27,7 @@ from lightopt.checks import writable_dir
 from lightopt.cli import EXIT_SIGINT, EXIT_SIGTERM
 from lightopt.contract import RESULTS_FILE, RunResult, TrialContext
 from lightopt.core.averaging import Averaging
+from lightopt.cores import available_cores
 from lightopt.errors import ConfigError
 from lightopt.formatting import error_text, fmt
 from lightopt.objective import worst_value
@@ -460,8 +461,7 @@ def _set_threads(cfg: DictConfig, settings: RunSettings, trainer: L.Trainer,
                  summary: list[console.RunSummary]) -> None:
     """torch's CPU threads for this process (``trainer.threads``; :func:`lightopt.run.speed.choose_threads`)."""
     # a sweep with trials in flight gave each its share of the machine's cores
-    cores = speed.available_cores() if settings.trial is None or settings.trial.threads is None else (
-        settings.trial.threads)
+    cores = available_cores() if settings.trial is None or settings.trial.threads is None else settings.trial.threads
     threads, why = speed.choose_threads(cfg.trainer.get("threads", "auto"), cores=cores,
                                         processes=trainer.num_devices if trainer.world_size > 1 else 1,
                                         environment=os.environ.get(speed.THREADS_ENV))

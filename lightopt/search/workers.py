@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lightopt.cores import available_cores
+
 
 def worker_command(entry: Sequence[str], arguments: Sequence[str], k: int, *, study_name: str, storage: str,
                    sweep_dir: Path) -> list[str]:
@@ -39,12 +41,9 @@ def _end_with_parent() -> None:
 
 def cpu_threads(n_jobs: int) -> int | None:
     """Torch threads per trial when ``n_jobs`` trials share this machine's cores; None for one trial at a time."""
-    import os
-
     if n_jobs < 2:
         return None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // n_jobs)
+    return max(1, available_cores() // n_jobs)
 
 
 @dataclass
