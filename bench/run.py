@@ -488,6 +488,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--small", action="store_true", help="a quick run that only checks the cases work")
     parser.add_argument("--gpu", action="store_true", help="also run the GPU cases (needs CUDA)")
     parser.add_argument("--out", type=Path, default=Path("bench/results.json"), help="JSON output path")
+    parser.add_argument("--only", default="", help="comma-separated case names to run (default: all)")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
     work = args.out.parent / "bench-work"
@@ -512,6 +513,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                  "gpu_optimizer_step": lambda: optimizer_step(torch.device("cuda"), 10**7 if args.small else 10**8,
                                                               20),
                  "gpu_sweep_parallel": lambda: sweep_parallel(args.small, work, accelerator="gpu")}
+    if args.only:
+        unknown = sorted(set(args.only.split(",")) - set(plan))
+        if unknown:
+            parser.error(f"--only: unknown case(s) {', '.join(unknown)}; the cases are {', '.join(plan)}")
+        plan = {name: measure for name, measure in plan.items() if name in args.only.split(",")}
     cases: dict[str, Any] = {}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     for k, (name, measure) in enumerate(plan.items(), start=1):

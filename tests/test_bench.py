@@ -34,6 +34,14 @@ def test_spread_of_the_rounds_says_when_the_machine_was_too_noisy():
     assert "0.9 (noisy: rounds spread 25%)" in row
 
 
+def test_only_runs_the_named_cases_and_refuses_unknown_ones(tmp_path, capsys):
+    bench = load_bench()
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(["--small", "--only", "cpu_digits,cpu_gtp", "--out", str(tmp_path / "r.json")])
+    assert exit_.value.code == 2 and "unknown case(s) cpu_gtp" in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()
+
+
 def test_small_cpu_benchmark_writes_ratios(tmp_path, capsys):
     bench = load_bench()
     out = tmp_path / "results.json"

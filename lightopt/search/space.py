@@ -140,8 +140,10 @@ class SearchSpace:
         return list(dict.fromkeys(p.name for p in self.params))
 
     def numeric_keys(self) -> set[str]:
-        """The config keys of the searched numbers (interval, range): their values cannot change a composition."""
-        return {p.key.lstrip("+") for p in self.params if p.texts is None and "@" not in p.key}
+        """The config keys of the searched numbers (interval, range, a choice of numbers only): their values cannot
+        change a composition, since Hydra takes no number as a config group's choice."""
+        return {p.key.lstrip("+") for p in self.params
+                if "@" not in p.key and (p.texts is None or all(map(_is_number, p.texts)))}
 
     @property
     def conditional(self) -> bool:
@@ -408,3 +410,11 @@ def build_search_space(
             space.params.append(param)
         declared.add(key)
     return space
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

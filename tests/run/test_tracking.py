@@ -11,7 +11,16 @@ from pathlib import Path
 import pytest
 
 from lightopt.errors import ConfigError
-from lightopt.run.tracking import has_wandb_credentials, redact, resolve_mode, run_name, run_tags, wandb_logger
+from lightopt.contract import TrialContext
+from lightopt.run.tracking import (
+    has_wandb_credentials,
+    redact,
+    requirements_wanted,
+    resolve_mode,
+    run_name,
+    run_tags,
+    wandb_logger,
+)
 
 
 @pytest.fixture
@@ -39,6 +48,15 @@ def test_auto_mode_is_online_with_a_key_or_netrc(no_credentials, monkeypatch, tm
 def test_bad_mode_names_the_key():
     with pytest.raises(ConfigError, match="logger.wandb.mode='cloud'.*offline"):
         resolve_mode("cloud")
+
+
+def test_requirements_are_saved_by_single_runs_not_by_each_sweep_trial(monkeypatch):
+    assert requirements_wanted("auto") and not requirements_wanted(False)
+    trial = TrialContext("sqlite:///s.db", "study", 3, None)
+    monkeypatch.setattr(TrialContext, "current", classmethod(lambda cls: trial))
+    assert not requirements_wanted("auto") and requirements_wanted(True)
+    with pytest.raises(ConfigError, match="logger.wandb.save_requirements='yes'.*auto . true . false"):
+        requirements_wanted("yes")
 
 
 def test_redact_hides_passwords_and_keys():
@@ -74,6 +92,7 @@ def test_offline_run_lands_in_save_dir_and_reads_back(no_credentials, tmp_path, 
     assert "wandb sync" in capsys.readouterr().out
     runs = list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(runs) == 1
+    assert (runs[0].parent / "files" / "requirements.txt").is_file()  # a single run records its packages
     cli = Path(sys.executable).parent / "wandb"
     out = subprocess.run([str(cli), "leet", "inspect", "--summary", "--json", str(runs[0])],
                          capture_output=True, text=True, check=True).stdout

@@ -70,6 +70,14 @@ def test_plain_values_are_fixed_and_the_command_line_wins():
     assert space.fixed_values["optimizer.lr"] == "0.05"
 
 
+def test_numbers_searched_by_interval_range_or_choice_of_numbers_are_numeric_keys():
+    space = build_search_space(arguments=["optimizer.lr=interval(1e-4,1e-1)", "+model.width=choice(16,32)",
+                                          "trainer.max_epochs=range(1,4)", "optimizer=choice(sgd,adam)",
+                                          "model.act=choice(1,relu)", "optimizer@opt=choice(1,2)"])
+    # a value of these keys only sets a number; the others may choose a config and change the composition
+    assert space.numeric_keys() == {"optimizer.lr", "model.width", "trainer.max_epochs"}
+
+
 def test_list_valued_choices_are_stored_as_override_text_and_parse_back():
     space = build_search_space(arguments=["optimizer.betas=choice([0.9,0.999],[0.8, 0.99])", "+x.y=choice(a,'b c')"])
     betas = space.params[0]

@@ -91,6 +91,7 @@ def test_sweep_summary_run_holds_the_trials_table_and_pictures(no_credentials, t
                                          "storage": "postgresql://u:pw@h/db"})
     assert "wandb sync" in capsys.readouterr().out  # offline without credentials, never a prompt
     assert run_dir.parent == tmp_path / "wandb" and run_dir.name.startswith("offline-run-")
+    assert (run_dir / "files" / "requirements.txt").is_file()  # the sweep's environment, once for its trials
     (run_file,) = sorted((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
     record = json.loads(inspect(run_file, "--summary", "--json"))
     assert record["state"] == "finished" and record["name"] == "study-1-summary"
