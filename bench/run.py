@@ -323,6 +323,39 @@ def lightopt_gpt(cfg: dict[str, int], batches: list, steps: int, device: torch.d
     return timer.tokens_per_s
 
 
+class BareGPT(L.LightningModule):
+    """The least a LightningModule can be for the plain loop's training: no lightopt, for what Lightning costs."""
+
+    def __init__(self, cfg: dict[str, int], steps: int) -> None:
+        super().__init__()
+        from lightopt.run.models import GPT
+
+        torch.manual_seed(0)
+        self.model, self.steps = GPT(**cfg), steps
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        logits = self.model(x)
+        return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+
+    def configure_optimizers(self) -> Any:
+        opt = torch.optim.AdamW(self.parameters(), lr=6e-4, weight_decay=0.1, fused=True)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.steps)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def lightning_gpt(cfg: dict[str, int], batches: list, steps: int, device: torch.device) -> float:
+    """Tokens/s of :class:`BareGPT` in Lightning's loop (eager, float32 on the CPU, bf16 autocast on CUDA)."""
+    timer = TokenTimer(min(3, steps // 2))
+    trainer = L.Trainer(devices=1, max_steps=steps, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                        num_sanity_val_steps=0, callbacks=[timer],
+                        accelerator="gpu" if device.type == "cuda" else "cpu",
+                        precision="bf16-mixed" if device.type == "cuda" else "32-true")
+    trainer.fit(BareGPT(cfg, steps), train_dataloaders=Cycle(batches, steps))
+    return timer.tokens_per_s
+
+
 def gpt_case(device: torch.device, small: bool, compiled: bool) -> dict[str, Any]:
     from lightopt.run.models import GPT
 
@@ -332,10 +365,12 @@ def gpt_case(device: torch.device, small: bool, compiled: bool) -> dict[str, Any
     else:
         batch, steps, rounds = (16, 10, 1) if small else (16, 40, 3)
     batches = token_batches(cfg, batch, 4, device)
-    ours, plain = [], []
+    ours, plain, bare = [], [], []
     for _ in range(rounds):
         plain.append(plain_gpt(cfg, batches, steps, device, compiled))
         ours.append(lightopt_gpt(cfg, batches, steps, device, compiled))
+        if not compiled:
+            bare.append(lightning_gpt(cfg, batches, steps, device))
     lo, pl = statistics.median(ours), statistics.median(plain)
     flops = gpt_flops_per_token(GPT(**cfg), cfg)
     name = torch.cuda.get_device_name(0) if device.type == "cuda" else ""
@@ -348,7 +383,10 @@ def gpt_case(device: torch.device, small: bool, compiled: bool) -> dict[str, Any
         "batch": [batch, cfg["block_size"]],
         "compiled": compiled,
         "target": ">= 0.98; MFU >= 0.45",
-    }
+    } | spread([a / b for a, b in zip(ours, plain, strict=True)])
+    if bare:  # what Lightning's loop costs by itself, and lightopt over it
+        out["lightning_tokens_per_s"] = round(statistics.median(bare))
+        out["ratio_over_lightning"] = round(lo / statistics.median(bare), 3)
     if peak:
         out["lightopt_mfu"] = round(lo * flops / peak, 3)
         out["plain_mfu"] = round(pl * flops / peak, 3)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from lightopt.errors import ConfigError
 from lightopt.contract import TrialContext
+from lightopt.errors import ConfigError
 from lightopt.run.tracking import (
     has_wandb_credentials,
     redact,
