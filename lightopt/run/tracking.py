@@ -130,13 +130,14 @@ def wandb_logger(
     from lightning.pytorch.loggers import WandbLogger
 
     resolved = resolve_mode(mode)
-    requirements = requirements_wanted(save_requirements)
+    in_sweep = TrialContext.current() is not None
+    requirements = requirements_wanted(save_requirements, in_sweep)
     context = hydra_context()
     tags = sorted(set(tags) | set(context.get("tags", [])))
     from lightning.pytorch.utilities import rank_zero_only
 
     # a sweep says it once; DDP ranks other than 0 log nothing to W&B
-    if resolved == "offline" and mode == "auto" and TrialContext.current() is None and rank_zero_only.rank == 0:
+    if resolved == "offline" and mode == "auto" and not in_sweep and rank_zero_only.rank == 0:
         print(
             f"W&B: no credentials found, logging offline to {Path(save_dir) / 'wandb'}; "
             f"upload later with: wandb sync {Path(save_dir) / 'wandb'}/offline-run-*",
@@ -165,11 +166,11 @@ def wandb_logger(
     )
 
 
-def requirements_wanted(value: bool | str) -> bool:
-    """``auto``: a run's own ``requirements.txt`` outside a sweep only; a sweep's trials share one environment,
-    recorded once by its ``sweep-summary`` run, and listing the installed packages costs ~0.15 s a run."""
+def requirements_wanted(value: bool | str, in_sweep: bool) -> bool:
+    """``auto``: a run's own ``requirements.txt`` unless it is a sweep's trial; a sweep's trials share one
+    environment, recorded once by its ``sweep-summary`` run, and listing the installed packages costs ~0.15 s a run."""
     if value == "auto":
-        return TrialContext.current() is None
+        return not in_sweep
     if isinstance(value, bool):
         return value
     raise ConfigError("logger.wandb.save_requirements", value, "auto | true | false")

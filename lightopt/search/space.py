@@ -142,8 +142,8 @@ class SearchSpace:
     def numeric_keys(self) -> set[str]:
         """The config keys of the searched numbers (interval, range, a choice of numbers only): their values cannot
         change a composition, since Hydra takes no number as a config group's choice."""
-        return {p.key.lstrip("+") for p in self.params
-                if "@" not in p.key and (p.texts is None or all(map(_is_number, p.texts)))}
+        return {p.key.lstrip("+") for p in self.params if "@" not in p.key and (p.texts is None or all(
+            isinstance(c, (int, float)) and not isinstance(c, bool) for c in p.distribution.choices))}
 
     @property
     def conditional(self) -> bool:
@@ -410,11 +410,3 @@ def build_search_space(
             space.params.append(param)
         declared.add(key)
     return space
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True

@@ -50,13 +50,20 @@ def test_bad_mode_names_the_key():
         resolve_mode("cloud")
 
 
-def test_requirements_are_saved_by_single_runs_not_by_each_sweep_trial(monkeypatch):
-    assert requirements_wanted("auto") and not requirements_wanted(False)
+def test_requirements_are_saved_by_single_runs_not_by_each_sweep_trial():
+    assert requirements_wanted("auto", in_sweep=False) and not requirements_wanted(False, in_sweep=False)
+    assert not requirements_wanted("auto", in_sweep=True) and requirements_wanted(True, in_sweep=True)
+    with pytest.raises(ConfigError, match="logger.wandb.save_requirements='yes'.*auto . true . false"):
+        requirements_wanted("yes", in_sweep=False)
+
+
+def test_a_sweep_trials_wandb_run_has_no_requirements_file(no_credentials, tmp_path, monkeypatch):
     trial = TrialContext("sqlite:///s.db", "study", 3, None)
     monkeypatch.setattr(TrialContext, "current", classmethod(lambda cls: trial))
-    assert not requirements_wanted("auto") and requirements_wanted(True)
-    with pytest.raises(ConfigError, match="logger.wandb.save_requirements='yes'.*auto . true . false"):
-        requirements_wanted("yes")
+    logger = wandb_logger(tmp_path, name="trial")
+    logger.experiment.finish()
+    (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
+    assert not (run_dir / "files" / "requirements.txt").exists()
 
 
 def test_redact_hides_passwords_and_keys():

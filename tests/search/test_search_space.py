@@ -73,7 +73,8 @@ def test_plain_values_are_fixed_and_the_command_line_wins():
 def test_numbers_searched_by_interval_range_or_choice_of_numbers_are_numeric_keys():
     space = build_search_space(arguments=["optimizer.lr=interval(1e-4,1e-1)", "+model.width=choice(16,32)",
                                           "trainer.max_epochs=range(1,4)", "optimizer=choice(sgd,adam)",
-                                          "model.act=choice(1,relu)", "optimizer@opt=choice(1,2)"])
+                                          "model.act=choice(1,relu)", "optimizer@opt=choice(1,2)",
+                                          "+model.bias=choice(true,false)"])
     # a value of these keys only sets a number; the others may choose a config and change the composition
     assert space.numeric_keys() == {"optimizer.lr", "model.width", "trainer.max_epochs"}
 
