@@ -244,6 +244,11 @@ def token_batches(cfg: dict[str, int], batch: int, count: int, device: torch.dev
     return [(w[:, :-1].to(device), w[:, 1:].to(device)) for w in data]
 
 
+def next_token_loss(logits: Tensor, targets: Tensor) -> Tensor:
+    """Cross-entropy over every position of a batch of sequences (the plain loops' loss)."""
+    return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+
 def plain_gpt(cfg: dict[str, int], batches: list, steps: int, device: torch.device, compiled: bool) -> float:
     """Tokens/s of a plain loop: autocast bf16 on CUDA, fused AdamW, cosine, the same model."""
     from lightopt.run.models import GPT
@@ -262,8 +267,7 @@ def plain_gpt(cfg: dict[str, int], batches: list, steps: int, device: torch.devi
             start = time.perf_counter()
         x, y = batches[i % len(batches)]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-            logits = model(x)
-            loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+            loss = next_token_loss(model(x), y)
         loss.backward()
         opt.step()
         sched.step()
@@ -314,11 +318,15 @@ def lightopt_gpt(cfg: dict[str, int], batches: list, steps: int, device: torch.d
     schedule = OmegaConf.create({"name": "cosine", "warmup": 0, "min_lr": 0.0, "total_steps": None})
     module = LitModel(model, nn.CrossEntropyLoss(), optimizer, schedule,
                       regularization={"weight_decay": 0.1}, task="language_modeling")
-    warm = min(3, steps // 2)
-    timer = TokenTimer(warm)
+    return fit_tokens_per_s(module, batches, steps, **OmegaConf.to_container(trainer_cfg))
+
+
+def fit_tokens_per_s(module: L.LightningModule, batches: list, steps: int, **trainer_kwargs: Any) -> float:
+    """Tokens/s of ``steps`` training steps of ``module`` in Lightning's loop (no logging, checkpoints, validation)."""
+    timer = TokenTimer(min(3, steps // 2))
     trainer = L.Trainer(devices=1, max_steps=steps, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                        num_sanity_val_steps=0, callbacks=[timer], **OmegaConf.to_container(trainer_cfg))
+                        num_sanity_val_steps=0, callbacks=[timer], **trainer_kwargs)
     trainer.fit(module, train_dataloaders=Cycle(batches, steps))
     return timer.tokens_per_s
 
@@ -335,8 +343,7 @@ class BareGPT(L.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
-        logits = self.model(x)
-        return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        return next_token_loss(self.model(x), y)
 
     def configure_optimizers(self) -> Any:
         opt = torch.optim.AdamW(self.parameters(), lr=6e-4, weight_decay=0.1, fused=True)
@@ -346,14 +353,9 @@ class BareGPT(L.LightningModule):
 
 def lightning_gpt(cfg: dict[str, int], batches: list, steps: int, device: torch.device) -> float:
     """Tokens/s of :class:`BareGPT` in Lightning's loop (eager, float32 on the CPU, bf16 autocast on CUDA)."""
-    timer = TokenTimer(min(3, steps // 2))
-    trainer = L.Trainer(devices=1, max_steps=steps, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                        num_sanity_val_steps=0, callbacks=[timer],
-                        accelerator="gpu" if device.type == "cuda" else "cpu",
-                        precision="bf16-mixed" if device.type == "cuda" else "32-true")
-    trainer.fit(BareGPT(cfg, steps), train_dataloaders=Cycle(batches, steps))
-    return timer.tokens_per_s
+    cuda = device.type == "cuda"
+    return fit_tokens_per_s(BareGPT(cfg, steps), batches, steps, accelerator="gpu" if cuda else "cpu",
+                            precision="bf16-mixed" if cuda else "32-true")
 
 
 def gpt_case(device: torch.device, small: bool, compiled: bool) -> dict[str, Any]:
